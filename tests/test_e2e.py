@@ -56,12 +56,13 @@ def first_run(tmp_path_factory):
 
 def test_every_stage_ran_and_produced_its_outputs(first_run):
     repo, output = first_run
-    assert set(stages_run(output)) == {"knowledge", "corpus", "benchmark", "pretrain", "generate"}
-    for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate"):
+    assert set(stages_run(output)) == {"knowledge", "corpus", "benchmark", "pretrain", "generate", "filter"}
+    for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter"):
         assert (repo / "reports/notebooks" / f"{stem}.ipynb").is_file()
         html = (repo / "reports/html" / f"{stem}.html").read_text(encoding="utf-8")
         assert "<html" in html and "Traceback" not in html
-    for figure in ("knowledge/overview.png", "corpus/lengths.png", "pretrain/loss.png", "generate/mix.png"):
+    for figure in ("knowledge/overview.png", "corpus/lengths.png", "pretrain/loss.png", "generate/mix.png",
+                   "filter/judge.png"):
         assert (repo / "reports/figures" / figure).stat().st_size > 10_000
 
 
@@ -131,6 +132,43 @@ def test_generate_outputs(first_run):
     assert (repo / ".cache/medlab/llm/calls.sqlite").is_file()
 
 
+def test_filter_outputs(first_run):
+    from medlab.records import McqItem, PreferencePair, Sample
+
+    repo, _ = first_run
+    metrics = json.loads((repo / "reports/metrics/filter.json").read_text())
+    kept = {d: read_jsonl(repo / f"data/filter/{d}.jsonl", Sample) for d in ("anesthesia", "general_medicine", "general")}
+    rejected = read_jsonl(repo / "data/filter/rejected.jsonl", Sample)
+    generated = json.loads((repo / "reports/metrics/generate.json").read_text())["counts"]
+    assert sum(map(len, kept.values())) + len(rejected) == sum(generated.values()) == metrics["counts"]["input"]
+    assert metrics["counts"]["kept"] == sum(map(len, kept.values())) < metrics["counts"]["input"]
+    assert sum(metrics["reasons"].values()) == len(rejected)
+    cross = metrics["cross_filter"]
+    # the smoke model knows next to nothing: only the accounting is checked here (the default
+    # run's numbers are in the README; the judge's behaviour is unit-tested on a trained model)
+    assert 0.0 <= cross["auroc"] <= 1.0 and cross["auroc_ci"][0] <= cross["auroc"] <= cross["auroc_ci"][1]
+    assert 0.0 <= cross["error_rate_after"] <= 1.0 and cross["error_rate_before"] > 0.0
+    assert metrics["deid"]["development"]["recall"] >= 0.99 and metrics["deid"]["vignettes"]["recall"] >= 0.99
+    private = read_jsonl(repo / "data/filter/private/anesthesia_rc.jsonl", McqItem)
+    assert private and all("[姓名]" in i.context and not i.phi for i in private)
+    pairs = read_jsonl(repo / "data/filter/pairs.jsonl", PreferencePair)
+    assert metrics["pairs"]["n"] == len(pairs)
+    kept_ids = {s.id for samples in kept.values() for s in samples}
+    rejected_by = {s.id: s for s in rejected}
+    for pair in pairs:
+        assert pair.provenance["chosen_id"] in kept_ids and pair.provenance["rejected_id"] in rejected_by
+        assert pair.rejected == rejected_by[pair.provenance["rejected_id"]].messages[-1]["content"]
+    if not pairs:
+        # the smoke world is small: then no quality-rejected sample may share an instruction
+        # or a fact with a kept one (the default run makes ~1,100 pairs)
+        from medlab.filter.pairs import fact_key, prompt_key
+        from medlab.records import iter_json_lines
+        kept_keys = {k for samples in kept.values() for s in samples for k in (prompt_key(s), fact_key(s))}
+        decisions = {d["id"]: d for _, d in iter_json_lines(repo / "data/filter/decisions.jsonl")}
+        quality = [s for s in rejected if decisions[s.id]["reason"].startswith(("rule", "judge"))]
+        assert not any(prompt_key(s) in kept_keys or fact_key(s) in kept_keys - {None} for s in quality)
+
+
 def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):
     repo, _ = first_run
     assert stages_run(dvc(repo, "repro")) == []
@@ -138,11 +176,11 @@ def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):
     params.write_text(params.read_text(encoding="utf-8").replace("max_steps: 200", "max_steps: 150"),
                       encoding="utf-8")
     assert stages_run(dvc(repo, "status")) == []
-    assert stages_run(dvc(repo, "repro")) == ["pretrain"]
+    assert stages_run(dvc(repo, "repro")) == ["pretrain", "filter"]  # the base model is the judge
     metrics = json.loads((repo / "reports/metrics/pretrain.json").read_text())
     assert metrics["tokens_seen"] == 150 * 8 * 64
     params.write_text(params.read_text(encoding="utf-8").replace("n_cases: 6", "n_cases: 5"), encoding="utf-8")
-    assert stages_run(dvc(repo, "repro")) == ["benchmark"]
+    assert stages_run(dvc(repo, "repro")) == ["benchmark", "filter"]  # decontamination, vignettes
 
 
 def test_a_second_clean_run_is_bit_identical(first_run, tmp_path_factory):
@@ -170,7 +208,7 @@ def test_real_mode_uses_a_local_pretrained_model(first_run, tmp_path):
                           .replace("    name_or_path: null", f"    name_or_path: {local}", 1)
                           .replace("    continue_training: true", "    continue_training: false"),
                           encoding="utf-8")
-        assert stages_run(dvc(repo, "repro")) == ["pretrain"]
+        assert stages_run(dvc(repo, "repro")) == ["pretrain", "filter"]  # the base model is the judge
         pointer = json.loads((repo / "models/base/medlab_base.json").read_text())
         assert pointer["name_or_path"] == str(local)
         assert not (repo / "models/base/model.safetensors").exists()
@@ -180,7 +218,7 @@ def test_real_mode_uses_a_local_pretrained_model(first_run, tmp_path):
 
         params.write_text(params.read_text(encoding="utf-8").replace(
             "    continue_training: false", "    continue_training: true"), encoding="utf-8")
-        assert stages_run(dvc(repo, "repro")) == ["pretrain"]
+        assert stages_run(dvc(repo, "repro")) == ["pretrain", "filter"]  # the base model is the judge
         continued = json.loads((repo / "reports/metrics/pretrain.json").read_text())
         assert continued["tokens_seen"] > 0
         assert continued["valid_perplexity"] < as_is["valid_perplexity"]

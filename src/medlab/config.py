@@ -298,7 +298,7 @@ class McqToQaParams(Section):
 
 class CorpusToInstructionParams(Section):
     max_paragraph_chars: int = Field(ge=20)
-    max_paragraphs: int | None = Field(ge=1)
+    paragraphs_per_subject: int | None = Field(ge=1)
 
 
 class GeneralMixParams(Section):
@@ -328,6 +328,105 @@ class GenerateParams(Section):
         return out
 
 
+# ------------------------------------------------------------------------- filter
+class RuleFilterParams(Section):
+    min_chars: int = Field(ge=0)
+    max_chars: int = Field(ge=1)
+    max_repeat_share: float = Field(gt=0.0, le=1.0)
+
+
+class LikelihoodJudgeParams(Section):
+    model: str
+    score: Literal["fact_span", "pmi", "mean_logprob"]
+    contrast_weight: float = Field(ge=0.0)
+    format: Literal["plain", "chat"]
+    batch_size: int = Field(ge=1)
+    max_tokens: int = Field(ge=16)
+
+
+class RubricJudgeParams(Section):
+    backend: Literal["hf", "openai"]
+    hf: HFTeacherParams
+    openai: OpenAITeacherParams
+    decoding: DecodingParams
+    max_attempts: int = Field(ge=1)
+
+
+class JudgeParams(Section):
+    kind: Literal["likelihood", "rubric", "none"]
+    allow_self_judge: bool
+    likelihood: LikelihoodJudgeParams
+    rubric: RubricJudgeParams
+    mode: Literal["quantile", "threshold"]
+    keep_quantile: float = Field(gt=0.0, le=1.0)
+    keep_quantile_prose: float = Field(gt=0.0, le=1.0)
+    threshold: float
+
+
+class DedupParams(Section):
+    ngram: int = Field(ge=1)
+    num_perm: int = Field(ge=16)
+    threshold: float = Field(gt=0.0, le=1.0)
+
+
+class ExternalBenchmark(Section):
+    path: str
+    format: Literal["medlab", "cmb_exam", "cmexam", "medqa", "medmcqa", "medmcqa_hf", "ceval"]
+
+
+class DecontaminateParams(Section):
+    n_question: int = Field(ge=4)
+    n_context: int = Field(ge=4)
+    external: list[ExternalBenchmark]
+
+
+class DeidParams(Section):
+    development_file: str
+    heldout_file: str
+
+
+class PairsParams(Section):
+    max_pairs: int = Field(ge=0)
+
+
+class FilterParams(Section):
+    rules: RuleFilterParams
+    judge: JudgeParams
+    dedup: DedupParams
+    decontaminate: DecontaminateParams
+    deid: DeidParams
+    pairs: PairsParams
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        out: list[tuple[tuple, str]] = []
+        model = self.judge.likelihood.model
+        produced = Path(model).parts[:1] in (("models",), ("data",))  # made by the pipeline
+        if self.judge.kind == "likelihood" and not produced:
+            if problem := model_path_problem(model, root):
+                out.append((("judge", "likelihood", "model"), problem))
+        for k, spec in enumerate(self.decontaminate.external):
+            if not (root / spec.path).is_file():
+                out.append((("decontaminate", "external", k, "path"), f"file not found: {root / spec.path}"))
+        for key in ("development_file", "heldout_file"):
+            if not (root / getattr(self.deid, key)).is_file():
+                out.append((("deid", key), f"file not found: {root / getattr(self.deid, key)}"))
+        return out
+
+
+def self_judging(params) -> str | None:
+    """Why the filter's judge is the generate stage's teacher, or None if it is not."""
+    teacher, judge = params.generate.teacher, params.filter.judge
+    if judge.kind == "rubric" and judge.rubric.backend == teacher.backend:
+        same = (judge.rubric.openai.model == teacher.openai.model and
+                judge.rubric.openai.base_url == teacher.openai.base_url) if teacher.backend == "openai" \
+            else judge.rubric.hf.name_or_path == teacher.hf.name_or_path
+        if same:
+            return f"the rubric judge is the teacher ({teacher.backend})"
+    if judge.kind == "likelihood" and teacher.backend == "hf" and teacher.hf.name_or_path == judge.likelihood.model:
+        return f"the likelihood judge is the teacher ({judge.likelihood.model})"
+    return None
+
+
 # -------------------------------------------------------------------------- whole
 class Params(Section):
     """The whole params.yaml: one section per stage (stage name = notebook verb = section)."""
@@ -338,6 +437,7 @@ class Params(Section):
     benchmark: BenchmarkParams
     pretrain: PretrainParams
     generate: GenerateParams
+    filter: FilterParams
 
 
 # ------------------------------------------------------------------------ loading
@@ -455,6 +555,9 @@ def validate_params(doc: CommentedMap, filename: str = "params.yaml",
     for name in Params.model_fields:
         for loc, message in getattr(params, name).problems(root):
             emit((name, *loc), message)
+    if (why := self_judging(params)) and not params.filter.judge.allow_self_judge:
+        emit(("filter", "judge", "allow_self_judge"),
+             f"{why}: a model grading its own output is not cross-filtering; set true to allow it")
     if lines:
         raise ConfigError("\n".join(lines))
     return params

@@ -110,6 +110,16 @@ class Sample(Record):
     truth: dict[str, Any] | None = None
 
 
+class PreferencePair(Record):
+    """A DPO pair: the same prompt, a preferred and a dispreferred answer."""
+
+    prompt: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    provenance: dict[str, Any] = {}
+    truth: dict[str, Any] | None = None
+
+
 class Rejected(Record):
     """A teacher output that produced no sample (unparseable, near-duplicate ...), and why."""
 

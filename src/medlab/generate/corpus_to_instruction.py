@@ -43,13 +43,17 @@ def split_paragraphs(text: str, max_chars: int) -> list[str]:
 
 
 def build_requests(kb: KnowledgeBase, docs: list[CorpusDoc], max_chars: int, decoding: Decoding,
-                   max_paragraphs: int | None = None) -> list[ChatRequest]:
+                   paragraphs_per_subject: int | None = None) -> list[ChatRequest]:
     prompt = load_prompts()["corpus_to_instruction"]
     requests = []
     by_id = {t.id: t for t in kb.triples}
+    taken: dict[str, int] = {}
     for doc in docs:
         if doc.split != "train":
             continue  # held-out paragraphs stay held out
+        if paragraphs_per_subject is not None and taken.get(doc.subject, 0) >= paragraphs_per_subject:
+            continue
+        taken[doc.subject] = taken.get(doc.subject, 0) + 1
         for k, chunk in enumerate(split_paragraphs(doc.text, max_chars)):
             # the facts this chunk states (all of them when the paragraph was not split)
             ids = [i for i in doc.triple_ids if by_id[i].object in chunk and by_id[i].subject in doc.text]
@@ -58,6 +62,4 @@ def build_requests(kb: KnowledgeBase, docs: list[CorpusDoc], max_chars: int, dec
             meta = {"task": "corpus_to_instruction", "format": "qa", "domain": CORPUS_DOMAIN[doc.domain],
                     "subject": doc.subject, "triple_ids": ids, "source_id": f"{doc.id}#{k}"}
             requests.append(make_request(prompt, {"paragraph": chunk}, decoding, meta))
-            if max_paragraphs is not None and len(requests) >= max_paragraphs:
-                return requests
     return requests

@@ -249,5 +249,6 @@ def load_records(directory: Path) -> KnowledgeBase:
     """The knowledge base as the knowledge stage wrote it (what later stages read)."""
     from medlab.records import read_jsonl
 
+    directory = Path(directory)
     entities = {e.name: e for e in read_jsonl(directory / "entities.jsonl", Entity)}
     return KnowledgeBase(entities=entities, triples=read_jsonl(directory / "triples.jsonl", Triple))
