@@ -31,6 +31,10 @@ def dvc(repo: Path, *args: str) -> str:
     return run_dvc(repo, *args)[0]
 
 
+RECIPES = ("specific_only", "general_to_specific", "one_stage_priority", "two_stage_disc",
+           "general_to_specific_unfiltered", "general_to_specific_dpo", "general_to_specific_stigma")
+
+
 def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
@@ -56,7 +60,8 @@ def first_run(tmp_path_factory):
 
 def test_every_stage_ran_and_produced_its_outputs(first_run):
     repo, output = first_run
-    assert set(stages_run(output)) == {"knowledge", "corpus", "benchmark", "pretrain", "generate", "filter"}
+    assert set(stages_run(output)) == {"knowledge", "corpus", "benchmark", "pretrain", "generate", "filter",
+                                       *(f"finetune@{r}" for r in RECIPES)}
     for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter"):
         assert (repo / "reports/notebooks" / f"{stem}.ipynb").is_file()
         html = (repo / "reports/html" / f"{stem}.html").read_text(encoding="utf-8")
@@ -169,6 +174,27 @@ def test_filter_outputs(first_run):
         assert not any(prompt_key(s) in kept_keys or fact_key(s) in kept_keys - {None} for s in quality)
 
 
+def test_finetune_outputs(first_run):
+    from medlab.finetune.run import load_finetuned
+
+    repo, output = first_run
+    for recipe in RECIPES:
+        metrics = json.loads((repo / f"reports/metrics/finetune/{recipe}.json").read_text())
+        assert metrics["recipe"] == recipe and metrics["total_steps"] > 0
+        assert all(stage["final_loss"] is not None for stage in metrics["stages"] if stage["kind"] == "sft")
+        assert (repo / f"reports/finetune/{recipe}/plots/metrics/train/loss.tsv").is_file()
+        assert (repo / f"reports/figures/finetune/{recipe}/loss.png").is_file()
+        assert (repo / f"reports/html/07_finetune_{recipe}.html").is_file()
+    model, tokenizer = load_finetuned(repo / "models/finetune/general_to_specific")
+    assert model.config.vocab_size == len(tokenizer)
+    dpo = json.loads((repo / "reports/metrics/finetune/general_to_specific_dpo.json").read_text())
+    assert [s["kind"] for s in dpo["stages"]] == ["sft", "sft", "dpo"] and dpo["stages"][2]["pairs"] > 0
+    assert "[general_to_specific_dpo:general] reusing" in output  # same inputs as Hypnos' recipe: not retrained
+    one = json.loads((repo / "reports/metrics/finetune/one_stage_priority.json").read_text())
+    share = one["stages"][0]["schedule"]["sft_instructions"]
+    assert share[0] < share[-1]  # SFT data comes later in the run
+
+
 def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):
     repo, _ = first_run
     assert stages_run(dvc(repo, "repro")) == []
@@ -176,7 +202,9 @@ def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):
     params.write_text(params.read_text(encoding="utf-8").replace("max_steps: 200", "max_steps: 150"),
                       encoding="utf-8")
     assert stages_run(dvc(repo, "status")) == []
-    assert stages_run(dvc(repo, "repro")) == ["pretrain", "filter"]  # the base model is the judge
+    # the base model is the judge and where every recipe starts
+    ran = stages_run(dvc(repo, "repro"))
+    assert ran[:2] == ["pretrain", "filter"] and sorted(ran[2:]) == sorted(f"finetune@{r}" for r in RECIPES)
     metrics = json.loads((repo / "reports/metrics/pretrain.json").read_text())
     assert metrics["tokens_seen"] == 150 * 8 * 64
     params.write_text(params.read_text(encoding="utf-8").replace("n_cases: 6", "n_cases: 5"), encoding="utf-8")
@@ -208,7 +236,10 @@ def test_real_mode_uses_a_local_pretrained_model(first_run, tmp_path):
                           .replace("    name_or_path: null", f"    name_or_path: {local}", 1)
                           .replace("    continue_training: true", "    continue_training: false"),
                           encoding="utf-8")
-        assert stages_run(dvc(repo, "repro")) == ["pretrain", "filter"]  # the base model is the judge
+        # the base model is the judge and where every recipe starts (one recipe is enough here)
+        ran = stages_run(dvc(repo, "repro", "filter", "finetune@specific_only"))
+        assert ran == ["pretrain", "filter", "finetune@specific_only"]
+        assert (repo / "models/finetune/specific_only/model.safetensors").is_file()  # fine-tuned from the pointer
         pointer = json.loads((repo / "models/base/medlab_base.json").read_text())
         assert pointer["name_or_path"] == str(local)
         assert not (repo / "models/base/model.safetensors").exists()
@@ -218,7 +249,7 @@ def test_real_mode_uses_a_local_pretrained_model(first_run, tmp_path):
 
         params.write_text(params.read_text(encoding="utf-8").replace(
             "    continue_training: false", "    continue_training: true"), encoding="utf-8")
-        assert stages_run(dvc(repo, "repro")) == ["pretrain", "filter"]  # the base model is the judge
+        assert stages_run(dvc(repo, "repro", "filter")) == ["pretrain", "filter"]
         continued = json.loads((repo / "reports/metrics/pretrain.json").read_text())
         assert continued["tokens_seen"] > 0
         assert continued["valid_perplexity"] < as_is["valid_perplexity"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -427,6 +428,128 @@ def self_judging(params) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------- finetune
+class DataPart(Section):
+    files: list[str] = Field(min_length=1)
+    methods: list[str] | None = None
+    exclude_methods: list[str] | None = None
+    domains: list[str] | None = None
+    faults: list[str] | None = None
+    take: Literal["chosen"] | None = None
+
+
+class RecipeStage(Section):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    kind: Literal["sft", "dpo"]
+    data: list[str] = Field(min_length=1)
+    epochs: float | None = Field(default=None, gt=0.0)
+    learning_rate: float | None = Field(default=None, gt=0.0)
+    schedule: Literal["shuffle", "priority"] = "shuffle"
+    priority: dict[str, float] | None = None
+    repeats: dict[str, int] | None = None
+
+
+class FinetuneTrainParams(Section):
+    epochs: float = Field(gt=0.0)
+    batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1)
+    max_length: int = Field(ge=16)
+    packing: bool
+    priority_window: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"]
+    warmup_ratio: float = Field(ge=0.0, lt=1.0)
+    weight_decay: float = Field(ge=0.0)
+    max_grad_norm: float = Field(gt=0.0)
+    logging_steps: int = Field(ge=1)
+    save_steps: int = Field(ge=1)
+    gradient_checkpointing: bool
+
+
+class LoraParams(Section):
+    r: int = Field(ge=1)
+    alpha: float = Field(gt=0.0)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(min_length=1)
+    merge: bool
+
+
+class RopeScalingParams(Section):
+    type: Literal["linear", "dynamic", "yarn"] | None
+    factor: float = Field(ge=1.0)
+
+
+class DpoParams(Section):
+    beta: float = Field(gt=0.0)
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"]
+    epochs: float = Field(gt=0.0)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    max_length: int = Field(ge=16)
+
+
+class LauncherParams(Section):
+    kind: Literal["in_process", "accelerate"]
+    config_file: str
+    num_processes: int = Field(ge=1)
+
+
+class FinetuneParams(Section):
+    datasets: dict[str, list[DataPart]] = Field(min_length=1)
+    recipes: dict[str, list[RecipeStage]] = Field(min_length=1)
+    method: Literal["full", "lora"]
+    lora: LoraParams
+    rope_scaling: RopeScalingParams
+    train: FinetuneTrainParams
+    dpo: DpoParams
+    launcher: LauncherParams
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        out: list[tuple[tuple, str]] = []
+        for recipe, stages in self.recipes.items():
+            if not re.fullmatch(r"[a-z0-9_]+", recipe):
+                out.append((("recipes", recipe), "recipe names are lower-case letters, digits and _"))
+            for k, stage in enumerate(stages):
+                where = ("recipes", recipe, k)
+                for name in stage.data:
+                    if name not in self.datasets:
+                        out.append(((*where, "data"), f"unknown dataset {name!r} (known: {', '.join(self.datasets)})"))
+                if stage.kind == "dpo" and k == 0:
+                    out.append(((*where, "kind"), "a DPO stage needs an SFT stage before it (its reference model)"))
+                if stage.schedule == "priority":
+                    for key in ("priority", "repeats"):
+                        for name in getattr(stage, key) or {}:
+                            if name not in stage.data:
+                                out.append(((*where, key, name), f"not one of this stage's data {stage.data}"))
+                    if not stage.priority:
+                        out.append(((*where, "priority"), "required when schedule is 'priority'"))
+                elif stage.priority or stage.repeats:
+                    out.append(((*where, "schedule"), "priority/repeats given but schedule is not 'priority'"))
+                if stage.kind == "dpo" and stage.schedule != "shuffle":
+                    out.append(((*where, "schedule"), "DPO stages only shuffle"))
+            names = [s.name for s in stages]
+            if len(set(names)) != len(names):
+                out.append((("recipes", recipe), f"stage names must be unique: {names}"))
+        if self.launcher.kind == "accelerate" and not (root / self.launcher.config_file).is_file():
+            out.append((("launcher", "config_file"), f"file not found: {root / self.launcher.config_file}"))
+        return out
+
+
+def context_problem(params) -> str | None:
+    """Fine-tuning rows longer than the base model built here can attend over (a real
+    base model's limit is only known once loaded, and checked then)."""
+    if params.pretrain.init != "scratch":
+        return None
+    limit = params.pretrain.model.max_position_embeddings
+    if params.finetune.rope_scaling.type is not None:
+        limit = int(limit * params.finetune.rope_scaling.factor)
+    for value in (params.finetune.train.max_length, params.finetune.dpo.max_length):
+        if value > limit:
+            return (f"{value} tokens exceed the base model's context ({limit}: pretrain.model."
+                    f"max_position_embeddings, times finetune.rope_scaling.factor if set)")
+    return None
+
+
 # -------------------------------------------------------------------------- whole
 class Params(Section):
     """The whole params.yaml: one section per stage (stage name = notebook verb = section)."""
@@ -438,6 +561,7 @@ class Params(Section):
     pretrain: PretrainParams
     generate: GenerateParams
     filter: FilterParams
+    finetune: FinetuneParams
 
 
 # ------------------------------------------------------------------------ loading
@@ -483,13 +607,16 @@ def _line_of(doc: Any, loc: tuple) -> int | None:
     line = None
     node = doc
     for key in loc:
-        if isinstance(node, CommentedMap) and key in node:
-            line = node.lc.key(key)[0] + 1
-            node = node[key]
-        elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
-            line = node.lc.item(key)[0] + 1
-            node = node[key]
-        else:
+        try:  # a key added in memory (not read from the file) has no line: keep the parent's
+            if isinstance(node, CommentedMap) and key in node:
+                line = node.lc.key(key)[0] + 1
+                node = node[key]
+            elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
+                line = node.lc.item(key)[0] + 1
+                node = node[key]
+            else:
+                break
+        except (KeyError, IndexError, TypeError):
             break
     return line
 
@@ -558,6 +685,8 @@ def validate_params(doc: CommentedMap, filename: str = "params.yaml",
     if (why := self_judging(params)) and not params.filter.judge.allow_self_judge:
         emit(("filter", "judge", "allow_self_judge"),
              f"{why}: a model grading its own output is not cross-filtering; set true to allow it")
+    if (why := context_problem(params)) is not None:
+        emit(("finetune", "train", "max_length"), why)
     if lines:
         raise ConfigError("\n".join(lines))
     return params

@@ -1,0 +1,157 @@
+"""Supervised fine-tuning with TRL: chat template, loss on answers only, packing, LoRA.
+
+* Tokenisation: the tokenizer's chat template with ``return_assistant_tokens_mask``
+  (our template wraps assistant turns, end-of-turn token included, in
+  ``{% generation %}``), so labels are the assistant tokens and every prompt token is
+  -100: the loss is on responses only, and the model learns to stop.
+* Packing: samples are packed best-fit-decreasing (``trl.data_utils.pack_dataset``) into
+  rows of at most ``max_length`` tokens and trained *padding-free*: a batch is one
+  flattened sequence with per-sample ``position_ids``, from which transformers builds a
+  block-diagonal mask (SDPA/eager) or varlen boundaries (FlashAttention) — no attention
+  across samples (tests/test_finetune.py checks packed losses equal separate ones).
+  An ordered schedule (priority sampling) is packed window by window, so the order
+  survives packing up to ``priority_window`` samples.
+* Padded baseline (``packing: false``): each sample its own row, padded to the longest
+  in the batch.
+* LoRA (peft) or full fine-tuning; optional RoPE scaling for a longer context.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from datasets import Dataset, concatenate_datasets
+from transformers import AutoConfig, AutoModelForCausalLM
+from trl import SFTConfig, SFTTrainer
+from trl.data_utils import pack_dataset
+
+IGNORE = -100
+
+
+def tokenize(tokenizer, chats: list[list[dict[str, str]]], max_length: int) -> Dataset:
+    """input_ids + labels (assistant tokens only) per chat, cut to ``max_length`` tokens."""
+    rows = []
+    for messages in chats:
+        enc = tokenizer.apply_chat_template(messages, return_assistant_tokens_mask=True, return_dict=True)
+        ids, mask = enc["input_ids"][:max_length], enc["assistant_masks"][:max_length]
+        if not any(mask):
+            continue  # the answer was cut off entirely: nothing to learn from
+        rows.append({"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask, strict=True)]})
+    if not rows:
+        raise ValueError("no sample has answer tokens within max_length")
+    return Dataset.from_list(rows)
+
+
+def pack(dataset: Dataset, max_length: int, window: int | None = None) -> Dataset:
+    """Best-fit-decreasing packing into rows of <= max_length tokens (adds ``seq_lengths``).
+    ``window``: pack consecutive windows of that many samples separately, keeping order."""
+    if window is None or window >= len(dataset):
+        return pack_dataset(dataset, max_length, strategy="bfd", map_kwargs={"keep_in_memory": True})
+    parts = [pack_dataset(dataset.select(range(i, min(i + window, len(dataset)))), max_length, strategy="bfd",
+                          map_kwargs={"keep_in_memory": True})
+             for i in range(0, len(dataset), window)]
+    return concatenate_datasets(parts)
+
+
+def token_stats(dataset: Dataset) -> dict[str, int]:
+    """Tokens and trained (label) tokens in a tokenised or packed dataset."""
+    tokens = sum(len(x) for x in dataset["input_ids"])
+    trained = sum(sum(t != IGNORE for t in x) for x in dataset["labels"])
+    return {"rows": len(dataset), "tokens": tokens, "trained_tokens": trained}
+
+
+def rope_scaled_config(path: Path | str, rope):
+    """The model's config with RoPE stretched by ``rope.factor`` (linear / dynamic NTK /
+    YaRN) and the context limit raised accordingly; None if ``rope.type`` is null.
+    Arithmetic: a model trained on 512 positions with factor 8 accepts 4,096 (ChiMed-GPT's
+    context); linear scaling divides every rotation angle by 8 so that position 4,096
+    looks like 512 did, and a short fine-tune on long samples adapts the model to it."""
+    if rope.type is None:
+        return None
+    config = AutoConfig.from_pretrained(str(path))
+    original = config.max_position_embeddings
+    parameters = dict(getattr(config, "rope_parameters", None) or {})
+    parameters.update({"rope_type": rope.type, "factor": float(rope.factor)})
+    if rope.type in ("yarn", "dynamic"):
+        parameters["original_max_position_embeddings"] = original
+    config.rope_parameters = parameters
+    config.max_position_embeddings = int(original * rope.factor)
+    return config
+
+
+def lora_model(model, lora):
+    """Wrap ``model`` with LoRA adapters (peft) on ``lora.target_modules``."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def load_model(path: Path | str, rope=None, **kwargs):
+    """A causal LM from a local directory (safetensors), with RoPE scaling if configured."""
+    config = rope_scaled_config(path, rope) if rope is not None else None
+    if config is not None:
+        kwargs["config"] = config
+    return AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, **kwargs)
+
+
+def bf16_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def cpu_settings() -> dict:
+    """Without a GPU: train on CPU, and across processes (accelerate launch) with gloo."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return {"use_cpu": True, **({"ddp_backend": "gloo"} if several else {})}
+
+
+def sft_config(train, output_dir: Path, epochs: float, learning_rate: float, seed: int, packing: bool,
+               ordered: bool, **overrides) -> SFTConfig:
+    """TRL settings for one SFT stage (``finetune.train`` plus the stage's overrides)."""
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        logging_steps=train.logging_steps,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=1,
+        seed=seed,
+        data_seed=seed,
+        gradient_checkpointing=train.gradient_checkpointing,
+        padding_free=packing,
+        max_length=None,  # sequences were cut and packed by tokenize()/pack()
+        dataset_kwargs={"skip_prepare_dataset": True},
+        train_sampling_strategy="sequential" if ordered else "random",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        bf16=bf16_available(),  # TRL defaults to bf16; a CPU trains in fp32
+        **cpu_settings(),
+        report_to="none",
+        disable_tqdm=True,
+        log_level="warning",
+        **overrides,
+    )
+
+
+def make_sft_trainer(model, tokenizer, dataset: Dataset, config: SFTConfig, callbacks=None) -> SFTTrainer:
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=callbacks or [])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer

@@ -1,0 +1,357 @@
+"""Fine-tuning: priority schedule, answer-only labels, packing without cross-attention,
+named datasets, recipe validation, staged runs (reuse, LoRA, RoPE scaling), crash
+resume and a 2-process distributed run through accelerate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from medlab.config import ConfigError, merge_overlay, read_yaml, validate_params
+from medlab.finetune import data as finetune_data
+from medlab.finetune.run import is_done, load_finetuned, publish, run_stage, stage_dir
+from medlab.finetune.schedule import priority_order, share_along
+from medlab.finetune.sft import IGNORE, load_model, pack, tokenize
+from medlab.records import PreferencePair, RecordError, Sample, write_jsonl
+from medlab.train.model import build_llama
+from medlab.train.tokenizer import train_tokenizer
+
+DRUGS = ("丙泊酚", "依托咪酯", "氯胺酮", "芬太尼", "瑞芬太尼", "咪达唑仑", "罗库溴铵", "新斯的明")
+EFFECTS = ("低血压", "呼吸抑制", "恶心", "注射痛", "心动过缓", "肌阵挛", "皮肤瘙痒", "残余肌松")
+
+
+def chat(q: str, a: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+
+
+def samples(domain: str, n: int, fault_every: int = 0, method: str = "kg_qa") -> list[Sample]:
+    out = []
+    for i in range(n):
+        drug, effect = DRUGS[i % len(DRUGS)], EFFECTS[(i * 3) % len(EFFECTS)]
+        fault = "stigma" if fault_every and i % fault_every == 0 else "none"
+        out.append(Sample(id=f"{domain}-{method}-{i:04d}", source=method, domain=domain,
+                          messages=chat(f"{drug}第{i}问：常见不良反应是什么？", f"{drug}的常见不良反应包括{effect}。"),
+                          provenance={"method": method, "source": {"subject": drug, "predicate": "不良反应"}},
+                          truth={"fault": fault}))
+    return out
+
+
+# ------------------------------------------------------------------ schedule
+def test_priority_schedule_puts_the_corpus_first_and_sft_last():
+    sizes, priority, repeats = {"corpus": 300, "sft": 900}, {"corpus": 16.0, "sft": 1.0}, {"corpus": 1, "sft": 3}
+    order = priority_order(sizes, priority, repeats, seed=7)
+    assert len(order) == 300 + 900 * 3
+    assert sorted(order) == sorted([("corpus", i) for i in range(300)] + [("sft", i) for i in range(900)] * 3)
+    share = share_along(order, "sft", bins=10)
+    assert share[0] < 0.5 < share[-1] == 1.0  # knowledge first, SFT last
+    assert all(b >= a - 0.05 for a, b in zip(share, share[1:], strict=False))  # rises along the run
+    assert order == priority_order(sizes, priority, repeats, seed=7)  # seeded
+    flat = priority_order(sizes, {"corpus": 1.0, "sft": 1.0}, {}, seed=7)
+    assert max(share_along(flat, "sft")) - min(share_along(flat, "sft")) < 0.3  # equal weights: no drift
+
+
+# ------------------------------------------------------------ tokens and packing
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [m["content"] for s in samples("anesthesia", 64) for m in s.messages] * 4
+    return train_tokenizer(texts, vocab_size=500, min_frequency=2, model_max_length=256)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer):
+    cfg = SimpleNamespace(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=2, max_position_embeddings=128, rope_theta=10000.0,
+                          tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return build_llama(cfg, len(tokenizer), tokenizer.eos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+
+def test_labels_are_the_answers_and_their_end_token(tokenizer):
+    rows = tokenize(tokenizer, [s.messages for s in samples("anesthesia", 3)], max_length=256)
+    for row, sample in zip(rows, samples("anesthesia", 3), strict=True):
+        trained = [t for t in row["labels"] if t != IGNORE]
+        assert tokenizer.decode(trained) == sample.messages[-1]["content"] + "<|end|>"
+    cut = tokenize(tokenizer, [s.messages for s in samples("anesthesia", 3)], max_length=24)
+    assert all(len(r["input_ids"]) <= 24 for r in cut)
+    with pytest.raises(ValueError, match="no sample has answer tokens within max_length"):
+        tokenize(tokenizer, [s.messages for s in samples("anesthesia", 3)], max_length=8)
+
+
+def test_packed_loss_equals_the_loss_of_each_sample_alone(tokenizer, tiny_model):
+    """Packing is padding-free with per-sample positions: no token attends across samples,
+    so the loss of a packed row equals the token-weighted loss of its samples run alone."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = tokenize(tokenizer, [s.messages for s in samples("anesthesia", 6)], max_length=256)
+    packed = pack(rows, max_length=128)
+    assert len(packed) < len(rows) and sum(map(len, packed["seq_lengths"])) == len(rows)
+    collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    model = tiny_model.eval()
+    with torch.no_grad():
+        batch = collate([packed[i] for i in range(len(packed))])
+        assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+        # use_cache=False as in training (TRL sets it): with a KV cache transformers does
+        # not look for packed sequences in position_ids
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        labels = batch["labels"][0, 1:]
+        nll = torch.nn.functional.cross_entropy(logits[0, :-1], labels, ignore_index=IGNORE, reduction="sum")
+        alone, count = 0.0, 0
+        for row in rows:
+            ids, lab = torch.tensor([row["input_ids"]]), torch.tensor(row["labels"][1:])
+            out = model(input_ids=ids).logits[0, :-1]
+            alone += torch.nn.functional.cross_entropy(out, lab, ignore_index=IGNORE, reduction="sum").item()
+            count += int((lab != IGNORE).sum())
+    assert int((labels != IGNORE).sum()) == count
+    assert abs(nll.item() - alone) / count < 1e-4
+    # with attention across samples (one plain causal row) the loss is different
+    with torch.no_grad():
+        crossed = model(input_ids=batch["input_ids"], use_cache=False).logits[0, :-1]
+        crossed_nll = torch.nn.functional.cross_entropy(crossed, labels, ignore_index=IGNORE, reduction="sum")
+    assert abs(crossed_nll.item() - alone) / count > 1e-3
+
+
+def test_windowed_packing_keeps_the_order(tokenizer):
+    rows = tokenize(tokenizer, [s.messages for s in samples("anesthesia", 40)], max_length=256)
+    packed = pack(rows, max_length=128, window=10)
+    # each packed row holds samples from one window of 10 consecutive samples
+    lengths = [len(r) for r in rows["input_ids"]]
+    assert sum(map(len, packed["seq_lengths"])) == 40 and sum(map(sum, packed["seq_lengths"])) == sum(lengths)
+
+
+# ------------------------------------------------------------------ datasets
+def test_dataset_parts_select_by_method_domain_fault_and_take_chosen(tmp_path):
+    kept = samples("anesthesia", 6) + samples("anesthesia", 4, method="corpus_to_instruction")
+    write_jsonl(tmp_path / "kept.jsonl", kept)
+    write_jsonl(tmp_path / "rejected.jsonl", samples("general_medicine", 6, fault_every=2))
+    pair = PreferencePair(id="pair-0", source="filter", prompt=chat("问", "答")[:1], chosen="好答案", rejected="坏答案",
+                          provenance={"chosen_id": "x-1", "domain": "anesthesia"},
+                          truth={"chosen_fault": "none", "rejected_fault": "factual"})
+    write_jsonl(tmp_path / "pairs.jsonl", [pair])
+    part = SimpleNamespace
+    none = {"methods": None, "exclude_methods": None, "domains": None, "faults": None, "take": None}
+    got = finetune_data.load_samples([part(**{**none, "files": ["kept.jsonl"], "methods": ["corpus_to_instruction"]})],
+                                     tmp_path, "d")
+    assert len(got) == 4
+    got = finetune_data.load_samples([part(**{**none, "files": ["kept.jsonl"]}),
+                                      part(**{**none, "files": ["rejected.jsonl"], "faults": ["stigma"]})], tmp_path, "d")
+    assert len(got) == 10 + 3 and sum(s.truth["fault"] == "stigma" for s in got) == 3
+    got = finetune_data.load_samples([part(**{**none, "files": ["pairs.jsonl"], "take": "chosen"})], tmp_path, "d")
+    assert got[0].messages[-1] == {"role": "assistant", "content": "好答案"} and got[0].id == "x-1"
+    write_jsonl(tmp_path / "real.jsonl", [s.model_copy(update={"truth": None}) for s in kept])
+    with pytest.raises(RecordError, match="finetune.datasets.d.*no record with ground truth"):
+        finetune_data.load_samples([part(**{**none, "files": ["real.jsonl"], "faults": ["stigma"]})], tmp_path, "d")
+    with pytest.raises(RecordError, match="finetune.datasets.d: no sample matches"):
+        finetune_data.load_samples([part(**{**none, "files": ["kept.jsonl"], "domains": ["general"]})], tmp_path, "d")
+
+
+# ------------------------------------------------------------------ config
+def _params_doc(root: Path):
+    doc = read_yaml(root / "params.yaml")
+    merge_overlay(doc, read_yaml(root / "params.smoke.yaml"), "params.smoke.yaml")
+    return doc
+
+
+def test_recipes_are_validated_with_named_keys(root):
+    doc = _params_doc(root)
+    doc["finetune"]["recipes"]["broken"] = [{"name": "dpo_first", "kind": "dpo", "data": ["pairs"]},
+                                            {"name": "x", "kind": "sft", "data": ["no_such_set"]}]
+    doc["finetune"]["train"]["max_length"] = 4096
+    with pytest.raises(ConfigError) as err:
+        validate_params(doc, root=root)
+    text = str(err.value)
+    assert "finetune.recipes.broken.0.kind: a DPO stage needs an SFT stage before it" in text
+    assert "finetune.recipes.broken.1.data: unknown dataset 'no_such_set'" in text
+    assert "finetune.train.max_length: 4096 tokens exceed the base model's context (128" in text
+
+
+def test_every_builtin_recipe_validates_and_uses_known_datasets(root):
+    params = validate_params(read_yaml(root / "params.yaml"), root=root)
+    assert set(params.finetune.recipes) >= {
+        "specific_only", "general_to_specific", "one_stage_priority", "two_stage_disc",
+        "general_to_specific_unfiltered", "general_to_specific_dpo", "general_to_specific_stigma"}
+    assert params.finetune.recipes["one_stage_priority"][0].schedule == "priority"
+    assert [s.kind for s in params.finetune.recipes["general_to_specific_dpo"]] == ["sft", "sft", "dpo"]
+
+
+# ------------------------------------------------------------- staged runs
+def make_mini_repo(path: Path, root: Path, tokenizer, tiny_model, **finetune_overrides) -> Path:
+    """A repository folder with params (smoke), a tiny base model and filter outputs."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copytree(root / "samples", path / "samples", dirs_exist_ok=True)  # params name files there
+    doc = _params_doc(root)
+    for key, value in finetune_overrides.items():
+        section, name = key.split("__")
+        doc["finetune"][section][name] = value
+    from ruamel.yaml import YAML
+
+    with (path / "params.yaml").open("w", encoding="utf-8") as handle:
+        YAML().dump(doc, handle)
+    tiny_model.save_pretrained(path / "models" / "base", safe_serialization=True)
+    tokenizer.save_pretrained(path / "models" / "base")
+    filt = path / "data" / "filter"
+    write_jsonl(filt / "anesthesia.jsonl", samples("anesthesia", 48))
+    write_jsonl(filt / "general_medicine.jsonl", samples("general_medicine", 48)
+                + samples("general_medicine", 16, method="corpus_to_instruction"))
+    write_jsonl(filt / "general.jsonl", samples("general", 8, method="general_mix"))
+    write_jsonl(filt / "rejected.jsonl", samples("anesthesia", 12, fault_every=2))
+    pairs = [PreferencePair(id=f"pair-{i}", source="filter", prompt=s.messages[:1], chosen=s.messages[1]["content"],
+                            rejected=s.messages[1]["content"].replace("包括", "不包括"),
+                            provenance={"chosen_id": s.id, "domain": "anesthesia"},
+                            truth={"chosen_fault": "none", "rejected_fault": "factual"})
+             for i, s in enumerate(samples("anesthesia", 24))]
+    write_jsonl(filt / "pairs.jsonl", pairs)
+    gen = path / "data" / "generate"
+    for name in ("anesthesia", "general_medicine", "general"):
+        shutil.copy(filt / f"{name}.jsonl", gen / f"{name}.jsonl") if gen.is_dir() else (
+            gen.mkdir(parents=True), shutil.copy(filt / f"{name}.jsonl", gen / f"{name}.jsonl"))
+    return path
+
+
+def mini_params(path: Path):
+    return validate_params(read_yaml(path / "params.yaml"), root=path)
+
+
+def test_recipe_stages_chain_reuse_and_publish(tmp_path, root, tokenizer, tiny_model):
+    repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model)
+    params = mini_params(repo)
+    first = run_stage(params, "general_to_specific", 0, repo, log=lambda *_: None)
+    assert first["steps"] > 0 and first["packed"]["rows"] < first["tokenized"]["rows"]
+    second = run_stage(params, "general_to_specific", 1, repo, log=lambda *_: None)
+    assert second["start"] == str(stage_dir(params, "general_to_specific", 0, repo) / "model")
+    # the DPO recipe's first two stages are the same: reused, not retrained
+    messages = []
+    again = run_stage(params, "general_to_specific_dpo", 1, repo, log=messages.append)
+    assert "reusing" in messages[0] and again["log_history"] == second["log_history"]
+    dpo = run_stage(params, "general_to_specific_dpo", 2, repo, log=lambda *_: None)
+    assert dpo["kind"] == "dpo" and dpo["pairs"] == 24 and dpo["steps"] > 0
+    assert any("rewards/accuracies" in h or "rewards/margins" in h for h in dpo["log_history"])
+    publish(params, "general_to_specific_dpo", repo, repo / "models" / "finetune" / "g2s_dpo")
+    model, tok = load_finetuned(repo / "models" / "finetune" / "g2s_dpo")
+    ids = tok.apply_chat_template(chat("丙泊酚常见不良反应是什么？", "")[:1], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    # weights really changed along the way
+    base = load_model(repo / "models" / "base")
+    final = load_model(repo / "models" / "finetune" / "g2s_dpo")
+    assert any((a - b).abs().max() > 0 for a, b in zip(base.parameters(), final.parameters(), strict=True))
+
+
+def test_priority_recipe_records_its_schedule(tmp_path, root, tokenizer, tiny_model):
+    repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model)
+    params = mini_params(repo)
+    summary = run_stage(params, "one_stage_priority", 0, repo, log=lambda *_: None)
+    share = summary["schedule"]["sft_instructions"]
+    assert share[0] < share[-1]
+    assert summary["samples"] == {"corpus_instructions": 16, "sft_instructions": 48 + 48 + 8}
+
+
+def test_lora_unmerged_publishes_adapter_and_base(tmp_path, root, tokenizer, tiny_model):
+    repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model)
+    doc = read_yaml(repo / "params.yaml")
+    doc["finetune"]["method"] = "lora"
+    doc["finetune"]["lora"]["merge"] = False
+    doc["finetune"]["lora"]["r"] = 4
+    params = validate_params(doc, root=repo)
+    run_stage(params, "specific_only", 0, repo, log=lambda *_: None)
+    out = repo / "models" / "finetune" / "specific_only"
+    publish(params, "specific_only", repo, out)
+    assert (out / "adapter_config.json").is_file() and (out / "base_model" / "config.json").is_file()
+    assert not (out / "config.json").exists()  # an adapter, not full weights
+    model, _ = load_finetuned(out)
+    merged = load_model(stage_dir(params, "specific_only", 0, repo) / "model")
+    x = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=x).logits, merged(input_ids=x).logits, atol=1e-4)
+
+
+def test_rope_scaling_runs_past_the_original_context(tmp_path, tokenizer, tiny_model):
+    path = tmp_path / "m"
+    tiny_model.save_pretrained(path, safe_serialization=True)
+    rope = SimpleNamespace(type="linear", factor=4.0)
+    model = load_model(path, rope=rope)
+    assert model.config.max_position_embeddings == 4 * 128
+    assert model.config.rope_parameters["rope_type"] == "linear"
+    x = torch.randint(5, 100, (1, 400))  # > 128, the original limit
+    with torch.no_grad():
+        logits = model(input_ids=x).logits
+    assert logits.shape == (1, 400, len(tokenizer)) and torch.isfinite(logits).all()
+    plain = load_model(path)
+    with torch.no_grad():  # the scaling really changes positions (not a no-op)
+        assert not torch.allclose(plain(input_ids=x[:, :64]).logits, model(input_ids=x[:, :64]).logits)
+    model.save_pretrained(tmp_path / "extended")
+    again = load_model(tmp_path / "extended")
+    assert again.config.max_position_embeddings == 512
+
+
+# --------------------------------------------------- crash resume and distributed
+def _run(repo: Path, args: list[str], **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+    env.pop("DVC_ROOT", None)
+    return subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stage_then_rerun_resumes_and_matches(tmp_path, root, tokenizer, tiny_model):
+    overrides = {"train__save_steps": 8, "train__epochs": 24.0, "train__batch_size": 1, "train__packing": False}
+    reference = make_mini_repo(tmp_path / "a", root, tokenizer, tiny_model, **overrides)
+    cmd = [sys.executable, "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
+    out, _ = _run(reference, cmd).communicate(timeout=300)
+    params = mini_params(reference)
+    assert is_done(stage_dir(params, "specific_only", 0, reference)), out
+
+    crashed = make_mini_repo(tmp_path / "b", root, tokenizer, tiny_model, **overrides)
+    checkpoints = stage_dir(mini_params(crashed), "specific_only", 0, crashed) / "checkpoints"
+    proc = _run(crashed, cmd)
+    deadline = time.time() + 120
+    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)  # a few steps past the checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    directory = stage_dir(mini_params(crashed), "specific_only", 0, crashed)
+    assert not is_done(directory)
+    out, _ = _run(crashed, cmd).communicate(timeout=300)
+    assert "resumed at step" in out, out
+    import json
+
+    summary = json.loads((directory / "history.json").read_text())
+    assert summary["resumed"] is True
+    a = load_model(stage_dir(params, "specific_only", 0, reference) / "model").state_dict()
+    b = load_model(directory / "model").state_dict()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-5, f"resumed run differs from the uninterrupted one by {worst}"
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_through_accelerate(tmp_path, root, tokenizer, tiny_model):
+    """The distributed path: `accelerate launch` with 2 CPU processes (gloo backend)."""
+    overrides = {"train__epochs": 4.0, "train__packing": False}
+    repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model, **overrides)
+    shutil.copytree(root / "configs", repo / "configs")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp_cpu.yaml",
+           "--num_processes", "2", "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
+    out, _ = _run(repo, cmd).communicate(timeout=600)
+    directory = stage_dir(mini_params(repo), "specific_only", 0, repo)
+    assert is_done(directory), out
+    import json
+
+    summary = json.loads((directory / "history.json").read_text())
+    assert summary["world_size"] == 2, out
+    single = make_mini_repo(tmp_path / "single", root, tokenizer, tiny_model, **overrides)
+    alone = run_stage(mini_params(single), "specific_only", 0, single, log=lambda *_: None)
+    # two processes split each epoch: half the optimizer steps of one process
+    assert summary["steps"] * 2 == alone["steps"], (summary["steps"], alone["steps"])
