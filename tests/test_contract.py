@@ -14,7 +14,9 @@ from medlab.config import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-STAGES = DVC["stages"]
+# a foreach stage (finetune@<recipe>) is checked through its template (`do`)
+STAGES = {name: stage.get("do", stage) for name, stage in DVC["stages"].items()}
+FANNED = {name for name, stage in DVC["stages"].items() if "foreach" in stage}
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
@@ -55,7 +57,7 @@ def test_papermill_parameters_are_declared(name):
 def test_stage_uses_the_fixed_papermill_flags_and_renders_html(name):
     cmd = command(STAGES[name])
     assert "${pm}" in cmd and "${html}" in cmd
-    stem = notebook_of(STAGES[name]).stem
+    stem = notebook_of(STAGES[name]).stem + ("_${key}" if name in FANNED else "")
     outs = [o if isinstance(o, str) else next(iter(o)) for o in STAGES[name]["outs"]]
     assert f"reports/notebooks/{stem}.ipynb" in outs and f"reports/html/{stem}.html" in outs
 
@@ -109,18 +111,24 @@ def test_dependencies_exist_or_are_produced():
 def test_metrics_and_plots_come_from_stage_outputs():
     produced = {o if isinstance(o, str) else next(iter(o))
                 for s in STAGES.values() for o in s.get("outs", [])}
+    def made(path):  # an output, inside one, or a folder of a fanned-out stage's outputs
+        return any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in produced)
+
     for metric in DVC["metrics"]:
-        assert metric in produced, metric
+        assert made(metric), metric
     for plot in DVC["plots"]:
-        for spec in plot.values():
-            for path in spec["y"]:
-                assert any(path.startswith(p + "/") or path == p for p in produced), path
+        for plot_id, spec in plot.items():
+            for path in spec.get("y", [plot_id]):  # no y: the plot id is the path
+                assert made(path), path
 
 
 def test_params_listed_by_stages_exist():
     params = YAML(typ="safe").load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     for name, stage in STAGES.items():
-        for key in stage["params"]:
+        keys = stage["params"]
+        if name in FANNED:  # one entry per recipe key
+            keys = [k.replace("${key}", r) for k in keys for r in params[name]["recipes"]]
+        for key in keys:
             node = params
             for part in key.split("."):
                 assert part in node, f"{name}: params key {key} not in params.yaml"
