@@ -113,13 +113,13 @@ def cpu_settings() -> dict:
     return {"use_cpu": True, **({"ddp_backend": "gloo"} if several else {})}
 
 
-def sft_config(train, output_dir: Path, epochs: float, learning_rate: float, seed: int, packing: bool,
-               ordered: bool, **overrides) -> SFTConfig:
-    """TRL settings for one SFT stage (``finetune.train`` plus the stage's overrides)."""
-    return SFTConfig(
+def trainer_args(train, output_dir: Path, epochs: float, batch_size: int, learning_rate: float,
+                 seed: int) -> dict:
+    """Settings every fine-tuning stage (SFT or DPO) shares, from ``finetune.train``."""
+    return dict(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
-        per_device_train_batch_size=train.batch_size,
+        per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         learning_rate=learning_rate,
         lr_scheduler_type=train.lr_scheduler,
@@ -129,22 +129,29 @@ def sft_config(train, output_dir: Path, epochs: float, learning_rate: float, see
         logging_steps=train.logging_steps,
         save_strategy="steps",
         save_steps=train.save_steps,
-        save_total_limit=1,
+        save_total_limit=1,  # the last checkpoint is all a resume needs
         seed=seed,
         data_seed=seed,
         gradient_checkpointing=train.gradient_checkpointing,
-        padding_free=packing,
-        max_length=None,  # sequences were cut and packed by tokenize()/pack()
-        dataset_kwargs={"skip_prepare_dataset": True},
-        train_sampling_strategy="sequential" if ordered else "random",
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
         bf16=bf16_available(),  # TRL defaults to bf16; a CPU trains in fp32
         **cpu_settings(),
-        report_to="none",
+        report_to="none",  # DVCLive is written from the log history at the end
         disable_tqdm=True,
         log_level="warning",
-        **overrides,
+    )
+
+
+def sft_config(train, output_dir: Path, epochs: float, learning_rate: float, seed: int, packing: bool,
+               ordered: bool) -> SFTConfig:
+    """TRL settings for one SFT stage (``finetune.train`` plus the stage's overrides)."""
+    return SFTConfig(
+        **trainer_args(train, output_dir, epochs, train.batch_size, learning_rate, seed),
+        padding_free=packing,
+        max_length=None,  # sequences were cut and packed by tokenize()/pack()
+        dataset_kwargs={"skip_prepare_dataset": True},
+        train_sampling_strategy="sequential" if ordered else "random",
     )
 
 
