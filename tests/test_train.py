@@ -23,7 +23,7 @@ from medlab.train.model import (
     resolve_base,
     write_pointer,
 )
-from medlab.train.pretrain import fingerprint, pack, perplexity, unigram_perplexity
+from medlab.train.pretrain import fingerprint, last_complete_checkpoint, pack, perplexity, unigram_perplexity
 from medlab.train.tokenizer import END, EOS, ROLE_TOKENS, ensure_chat_template, train_tokenizer
 
 TEXTS = [f"{drug}的常见不良反应包括{effect}和{other}。" for drug in ("丙泊酚", "依托咪酯", "氯胺酮", "芬太尼")
@@ -89,6 +89,21 @@ def test_build_llama_and_perplexity_of_random_model(tokenizer):
     blocks = pack(tokenizer(TEXTS, add_special_tokens=False)["input_ids"], 16, tokenizer.eos_token_id)
     ppl = perplexity(model, blocks, batch_size=8)
     assert 0.3 * len(tokenizer) < ppl < 3 * len(tokenizer)  # an untrained model is ~uniform
+
+
+def test_resume_skips_a_checkpoint_torn_by_a_kill_during_its_save(tmp_path):
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+    for step, state in [(8, '{"global_step": 8}'), (16, None), (24, '{"global_st')]:
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-3").mkdir()  # numeric order, not name order: 8 > 3
+    (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
+    assert not (tmp_path / "checkpoint-16").exists() and not (tmp_path / "checkpoint-24").exists()
+    assert (tmp_path / "checkpoint-3").exists()
 
 
 def test_fingerprint_is_stable_and_sensitive():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -23,7 +24,6 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 
 def pack(token_lists: Iterable[Sequence[int]], block_size: int, eos_id: int) -> list[list[int]]:
@@ -120,10 +120,35 @@ def make_trainer(model, train_blocks: list[list[int]], valid_blocks: list[list[i
     return trainer
 
 
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` whose save finished; half-written newer ones are removed.
+
+    The Trainer writes a checkpoint as weights -> optimizer/scheduler -> RNG ->
+    ``trainer_state.json``, and deletes the older checkpoint (save_total_limit) only
+    after that. A kill during the save therefore leaves checkpoint-N without a
+    readable trainer_state.json next to a complete checkpoint-(N - save_steps):
+    resume from the complete one and drop the torn one, which the Trainer would
+    otherwise pick (transformers' get_last_checkpoint only looks at the name).
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    steps = sorted((int(m.group(1)), d) for d in output_dir.iterdir()
+                   if d.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", d.name)))
+    for _, ckpt in reversed(steps):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+            return ckpt
+        except (OSError, ValueError):
+            print(f"[resume] {ckpt} is incomplete (killed while saving); removing it", flush=True)
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
 def train_resumable(trainer: Trainer) -> bool:
-    """Train, resuming from the last checkpoint in the output dir; True if it resumed."""
-    last = get_last_checkpoint(trainer.args.output_dir) if Path(trainer.args.output_dir).is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    """Train, resuming from the last complete checkpoint in the output dir; True if it resumed."""
+    last = last_complete_checkpoint(Path(trainer.args.output_dir))
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
     return last is not None
 
 
