@@ -1,0 +1,85 @@
+"""Uncertainty and comparisons shared by every stage: bootstrap CIs and paired tests.
+
+Pure functions over numpy arrays with fixed seeds, so a report's intervals are
+reproducible. Paired tests compare two systems *on the same items*:
+
+* ``paired_bootstrap``: CI of mean(a) - mean(b), resampling items (both columns
+  together), plus the share of resamples where the sign flips (a two-sided p);
+* ``mcnemar``: exact McNemar test on paired 0/1 outcomes: only the discordant items
+  count; under H0 each discordant item favours a or b with probability 1/2, so
+  p = two-sided binomial test of (#a-only wins) out of (#discordant);
+* ``permutation_paired``: sign-flip permutation test of a mean paired difference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import binomtest
+
+
+def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                 ) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``statistic(*arrays)`` (resampling rows together)."""
+    arrays = [np.asarray(a) for a in arrays]
+    n = len(arrays[0])
+    if n == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        index = rng.integers(0, n, n)
+        value = statistic(*(a[index] for a in arrays))
+        if value is not None:
+            values.append(value)
+    if len(values) < n_boot // 2:
+        return None
+    return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
+
+
+def mean_ci(values, n_boot: int = 1000, seed: int = 0) -> dict:
+    """``{"mean", "ci": [lo, hi], "n"}`` of a 0/1 or real-valued column."""
+    values = np.asarray(values, dtype=float)
+    ci = bootstrap_ci(np.mean, values, n_boot=n_boot, seed=seed)
+    return {"mean": float(values.mean()) if len(values) else None, "ci": list(ci) if ci else None,
+            "n": int(len(values))}
+
+
+def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Difference of means a - b on the same items, its CI and a two-sided bootstrap p."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired columns must have the same length, got {a.shape} and {b.shape}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n_boot)])
+    observed = float(diff.mean())
+    # share of resamples on the other side of 0 (doubled): small when the sign is stable
+    p = min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean()))
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return {"diff": observed, "ci": [float(lo), float(hi)], "p": float(p), "n": int(len(diff))}
+
+
+def mcnemar(a, b) -> dict:
+    """Exact McNemar test of paired 0/1 outcomes (1 = correct)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes must have the same length, got {a.shape} and {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
+    return {"only_a": only_a, "only_b": only_b, "p": p}
+
+
+def permutation_paired(diff, n_perm: int = 10000, seed: int = 0) -> float:
+    """Two-sided p of mean(diff) != 0 by random sign flips of the paired differences
+    (exact enumeration when there are at most 16 pairs)."""
+    diff = np.asarray(diff, dtype=float)
+    if len(diff) == 0:
+        raise ValueError("no paired differences")
+    observed = abs(diff.mean())
+    if len(diff) <= 16:
+        signs = ((np.arange(2 ** len(diff))[:, None] >> np.arange(len(diff))) & 1) * 2 - 1
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, len(diff)))
+    means = np.abs((signs * diff).mean(axis=1))
+    return float((means >= observed - 1e-12).mean())

@@ -1,0 +1,159 @@
+"""Evaluation harness: log-likelihood scorer, MCQ rotation and extraction, paired statistics."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from medlab.evaluate.loglik import continuation_logprobs, split_tokens
+from medlab.evaluate.mcq import extract_answer, rotate, score_loglik, single_answer, summarise
+from medlab.records import McqItem
+from medlab.stats import mcnemar, paired_bootstrap, permutation_paired
+from medlab.train.model import build_llama
+from medlab.train.tokenizer import train_tokenizer
+
+TEXTS = ["丙泊酚的常见不良反应包括低血压和注射痛。", "芬太尼是一种阿片类镇痛药，可引起呼吸抑制。",
+         "罗库溴铵是非去极化肌松药，舒更葡糖可拮抗。", "以下是麻醉学单项选择题，请选出唯一正确的答案。答案：A B C D"] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(TEXTS, vocab_size=400, min_frequency=2, model_max_length=256)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    cfg = SimpleNamespace(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=2, max_position_embeddings=256, rope_theta=10000.0,
+                          tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return build_llama(cfg, len(tokenizer), tokenizer.eos_token_id, tokenizer.eos_token_id,
+                       tokenizer.pad_token_id).eval()
+
+
+def items(n: int = 6) -> list[McqItem]:
+    drugs = ["丙泊酚", "芬太尼", "罗库溴铵", "舒更葡糖"]
+    return [McqItem(id=f"q{i}", source="t", question=f"第{i}题：哪一种是肌松药？",
+                    options={k: drugs[(i + j) % 4] for j, k in enumerate("ABCD")}, answer="ABCD"[i % 4],
+                    category="药物类别" if i % 2 else "不良反应") for i in range(n)]
+
+
+PAIRS = [("丙泊酚的常见不良反应", "包括低血压"), ("芬太尼", "是一种阿片类镇痛药"), ("答案：", "A"), ("答案：", "B"),
+         ("以下是麻醉学单项选择题", "，请选出"), ("罗库溴铵是非去极化肌松药，舒更葡糖", "可拮抗。")]
+
+
+def direct(model, tokenizer, context: str, continuation: str) -> float:
+    """log P(continuation | context) by one unbatched forward pass, by hand."""
+    head, tail = split_tokens(tokenizer, context, continuation)
+    ids = torch.tensor([head + tail])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    return sum(float(logp[len(head) - 1 + t, tok]) for t, tok in enumerate(tail))
+
+
+def test_scores_equal_a_direct_forward_pass(model, tokenizer):
+    scored = continuation_logprobs(model, tokenizer, PAIRS, batch_size=4)
+    for (context, continuation), s in zip(PAIRS, scored, strict=True):
+        assert s.logprob == pytest.approx(direct(model, tokenizer, context, continuation), abs=1e-4)
+        assert s.n_tokens == len(split_tokens(tokenizer, context, continuation)[1])
+        assert s.logprob < 0
+
+
+def test_scores_do_not_depend_on_batch_size(model, tokenizer):
+    runs = [[s.logprob for s in continuation_logprobs(model, tokenizer, PAIRS, batch_size=b)] for b in (1, 2, 16)]
+    assert np.allclose(runs[0], runs[1], atol=1e-5) and np.allclose(runs[0], runs[2], atol=1e-5)
+    mcq = [[r.probs for r in score_loglik(model, tokenizer, items(), batch_size=b)] for b in (1, 7)]
+    for a, b in zip(*mcq, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert x == pytest.approx(y, abs=1e-5)
+
+
+def test_rotation_moves_texts_and_tracks_the_answer():
+    item = items(1)[0]
+    for shift in range(4):
+        shown = rotate(item, shift)
+        assert sorted(shown.options.values()) == sorted(item.options.values())
+        assert shown.options[shown.answer] == item.options[item.answer]
+        assert all(item.options[shown.original[k]] == v for k, v in shown.options.items())
+    assert rotate(item, 1).options["B"] == item.options["A"]
+    assert {rotate(item, s).answer for s in range(4)} == set("ABCD")  # the answer visits every position
+
+
+class AlwaysA(torch.nn.Module):
+    """A 'model' whose next token is the letter A whatever it reads."""
+
+    def __init__(self, vocab: int, token_a: int):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(vocab))
+        with torch.no_grad():
+            self.bias[token_a] = 5.0
+        self.config = SimpleNamespace(max_position_embeddings=512)
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.bias.expand(*input_ids.shape, -1))
+
+
+def test_position_bias_alone_gets_chance_under_rotation(tokenizer):
+    token_a = tokenizer("A", add_special_tokens=False)["input_ids"]
+    assert len(token_a) == 1
+    always_a = AlwaysA(len(tokenizer), token_a[0])
+    results = score_loglik(always_a, tokenizer, items(8))
+    summary = summarise(results, chance=0.25, n_boot=100)
+    assert summary["position_bias"] == 1.0
+    assert summary["acc"] == pytest.approx(sum(i.answer == "A" for i in items(8)) / 8)  # as written: luck
+    assert summary["acc_rotation_mean"] == pytest.approx(0.25)  # exactly chance
+    assert summary["acc_rotation"] == 0.0  # never right under every order
+
+
+def test_text_mode_and_categories(model, tokenizer):
+    results = score_loglik(model, tokenizer, items(4), mode="text", layout="chat", rotations=False)
+    assert all(len(r.picks) == 1 and r.picks[0] in "ABCD" for r in results)
+    assert all(abs(sum(r.probs[0].values()) - 1) < 1e-6 for r in results)
+    with pytest.raises(ValueError, match="multi-answer"):
+        score_loglik(model, tokenizer, [items(1)[0].model_copy(update={"answer": "AB"})])
+    kept, skipped = single_answer([*items(2), items(1)[0].model_copy(update={"answer": "AB"})])
+    assert len(kept) == 2 and skipped == 1
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("答案：B", "B"), ("正确答案是 C。", "C"), ("B. 芬太尼", "B"), ("（D）舒更葡糖", "D"),
+    ("我认为应选芬太尼，因为它是阿片类。", "B"), ("不清楚。", None), ("答案：E", None),
+    ("丙泊酚和芬太尼都对", None), ("答案：AC", "AC"), ("严重高血压", "C"),
+])
+def test_answer_extraction_never_defaults(text, expected):
+    options = {"A": "丙泊酚", "B": "芬太尼", "C": "严重高血压", "D": "舒更葡糖"}
+    if expected == "C" and text == "严重高血压":
+        options["A"] = "高血压"  # a text inside another option's text is not a second answer
+    assert extract_answer(text, options) == expected
+
+
+def test_paired_statistics_on_known_cases():
+    a = np.array([1] * 30 + [1] * 10 + [0] * 2 + [0] * 8)  # a right alone on 10, b right alone on 2
+    b = np.array([1] * 30 + [0] * 10 + [1] * 2 + [0] * 8)
+    test = mcnemar(a, b)
+    assert (test["only_a"], test["only_b"]) == (10, 2)
+    assert test["p"] == pytest.approx(0.0386, abs=1e-3)  # 2 * P(X <= 2), X ~ Bin(12, 1/2)
+    boot = paired_bootstrap(a, b, n_boot=500)
+    assert boot["diff"] == pytest.approx(8 / 50) and boot["ci"][0] > 0
+    assert permutation_paired([1.0, 1.0, 1.0, 1.0]) == pytest.approx(2 / 16)  # exact: all-+ or all-- signs
+    assert permutation_paired([1.0, -1.0, 1.0, -1.0]) == 1.0
+
+
+def test_text_metrics_tokenise_chinese():
+    from medlab.evaluate.text_metrics import bleu, distinct_n, grounded_correct, rouge_l
+
+    ref = "丙泊酚的常见不良反应包括低血压和注射痛。"
+    assert bleu([ref], [ref]) == pytest.approx(100.0)
+    assert 0 < bleu(["丙泊酚常见的不良反应有低血压。"], [ref]) < 100  # 13a would give 0 here
+    assert rouge_l(ref, ref) == 1.0 and rouge_l(ref, ref, unit="word") == 1.0
+    assert rouge_l("丙泊酚可致低血压", ref) > rouge_l("芬太尼可致呼吸抑制", ref)
+    with pytest.raises(ValueError, match="unit"):
+        rouge_l(ref, ref, unit="byte")
+    assert distinct_n(["ABAB"], 2) == pytest.approx(2 / 3) and distinct_n([""], 2) == 0.0
+    assert grounded_correct("可见低血压和注射痛", ["低血压", "注射痛"], ["呼吸抑制"])
+    assert not grounded_correct("可见低血压", ["低血压", "注射痛"], [])
+    assert not grounded_correct("低血压、注射痛和呼吸抑制", ["低血压", "注射痛"], ["呼吸抑制"])
+    assert grounded_correct("严重高血压", ["严重高血压"], ["高血压"])  # inside the gold: no conflict
