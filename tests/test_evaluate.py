@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medlab.evaluate.loglik import continuation_logprobs, split_tokens
-from medlab.evaluate.mcq import extract_answer, rotate, score_loglik, single_answer, summarise
+from medlab.evaluate.mcq import extract_answer, render, rotate, score_loglik, single_answer, summarise
 from medlab.records import McqItem
 from medlab.stats import mcnemar, paired_bootstrap, permutation_paired
 from medlab.train.model import build_llama
@@ -109,9 +109,17 @@ def test_position_bias_alone_gets_chance_under_rotation(tokenizer):
 
 
 def test_text_mode_and_categories(model, tokenizer):
-    results = score_loglik(model, tokenizer, items(4), mode="text", layout="chat", rotations=False)
+    results = score_loglik(model, tokenizer, items(4), scoring="option_text", layout="chat", rotations=False)
     assert all(len(r.picks) == 1 and r.picks[0] in "ABCD" for r in results)
     assert all(abs(sum(r.probs[0].values()) - 1) < 1e-6 for r in results)
+    cloze = score_loglik(model, tokenizer, items(4), scoring="cloze", layout="plain")
+    assert all(len(r.picks) == 1 for r in cloze)  # no order shown: nothing to rotate
+    summary = summarise(cloze, chance=0.25, n_boot=50)
+    assert summary["position_bias"] is None and summary["acc_rotation"] == summary["acc"]
+    shown = rotate(items(1)[0], 0)
+    prompt = render(tokenizer, shown, items(3)[1:], "麻醉学", "chat", show_options=False)
+    assert "A. " not in prompt and prompt.count("哪一种是肌松药") == 3  # two solved shots + the question
+    assert items(3)[1].options[items(3)[1].answer] in prompt  # a shot's answer is its text
     with pytest.raises(ValueError, match="multi-answer"):
         score_loglik(model, tokenizer, [items(1)[0].model_copy(update={"answer": "AB"})])
     kept, skipped = single_answer([*items(2), items(1)[0].model_copy(update={"answer": "AB"})])
@@ -157,3 +165,23 @@ def test_text_metrics_tokenise_chinese():
     assert not grounded_correct("可见低血压", ["低血压", "注射痛"], [])
     assert not grounded_correct("低血压、注射痛和呼吸抑制", ["低血压", "注射痛"], ["呼吸抑制"])
     assert grounded_correct("严重高血压", ["严重高血压"], ["高血压"])  # inside the gold: no conflict
+
+
+def test_generation_mode_counts_unparseable_answers_as_wrong():
+    from medlab.evaluate.mcq import score_generation
+
+    questions = items(4)  # answers A, B, C, D; the scripted model answers A, the right text, nonsense, "E"
+    replies = iter(["答案：A", None, "嗯……让我想想", "答案：E"])
+
+    def scripted(chats):
+        out = []
+        for chat, item in zip(chats, questions, strict=True):
+            assert chat[-1]["role"] == "user" and item.question in chat[-1]["content"]
+            reply = next(replies)
+            out.append(reply if reply is not None else f"应选{item.options[item.answer]}。")
+        return out
+
+    results = score_generation(scripted, questions)
+    summary = summarise(results, chance=0.25, n_boot=50)
+    assert [r.correct()[0] for r in results] == [True, True, False, False]
+    assert summary["acc"] == 0.5 and summary["no_answer_rate"] == 0.5

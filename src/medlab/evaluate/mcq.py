@@ -11,6 +11,13 @@ Per item and shift the scorer picks the option with the highest log-likelihood:
   log-likelihood by its length in characters, as lm-evaluation-harness does (with
   letters as continuations the two are the same).
 
+and, with ``show_options=False`` (*cloze*, lm-eval's usual way to score full option
+texts), the question is asked without its options and each option's text is scored as
+the answer. No order is shown, so there is nothing to rotate: acc_rotation = acc.
+Small models cannot yet bind answers to letters (our tiny models pick letters at
+chance after fine-tuning while cloze scoring finds their knowledge), so the embedded
+default reports cloze as its headline and the other two beside it.
+
 From the per-shift picks (``McqResult``), ``summarise`` gives:
 
 * ``acc``: original option order;  ``acc_rotation_mean``: mean over all shifts — a model
@@ -40,6 +47,7 @@ from medlab.stats import bootstrap_ci
 INSTRUCTION = "以下是{domain}单项选择题，请选出唯一正确的答案。"
 ANSWER_CUE = "答案："
 CHAT_CUE = "请只回答选项字母。"
+CLOZE_INSTRUCTION = "以下是{domain}问题及其答案。"
 
 
 @dataclass(frozen=True)
@@ -71,25 +79,54 @@ def question_block(question: str, options: dict[str, str], context: str | None =
     return head + question.strip() + "\n" + "\n".join(f"{k}. {v}" for k, v in options.items())
 
 
-def render_plain(shown: Shown, shots: Sequence[McqItem], domain: str) -> str:
+def _cloze_block(item: McqItem) -> str:
+    return (f"{item.context.strip()}\n" if item.context else "") + item.question.strip()
+
+
+def render_plain(shown: Shown, shots: Sequence[McqItem], domain: str, show_options: bool = True) -> str:
     """Plain exam layout for base models: instruction, k solved examples, the question, cue."""
-    parts = [INSTRUCTION.format(domain=domain)]
+    parts = [INSTRUCTION.format(domain=domain) if show_options else CLOZE_INSTRUCTION.format(domain=domain)]
     for shot in shots:
-        parts.append(question_block(shot.question, shot.options, shot.context) + f"\n{ANSWER_CUE}{shot.answer}")
-    parts.append(question_block(shown.item.question, shown.options, shown.item.context) + f"\n{ANSWER_CUE}")
+        if show_options:
+            parts.append(question_block(shot.question, shot.options, shot.context) + f"\n{ANSWER_CUE}{shot.answer}")
+        else:
+            parts.append(_cloze_block(shot) + f"\n{ANSWER_CUE}{shot.options[shot.answer]}")
+    body = question_block(shown.item.question, shown.options, shown.item.context) if show_options \
+        else _cloze_block(shown.item)
+    parts.append(body + f"\n{ANSWER_CUE}")
     return "\n\n".join(parts)
 
 
-def render_chat(tokenizer, shown: Shown, shots: Sequence[McqItem], domain: str) -> str:
+def render_chat(tokenizer, shown: Shown, shots: Sequence[McqItem], domain: str, show_options: bool = True) -> str:
     """The same as a chat (shots as earlier turns); the answer starts the assistant turn."""
-    messages = [{"role": "system", "content": INSTRUCTION.format(domain=domain)}]
-    for shot in shots:
-        messages += [{"role": "user", "content": question_block(shot.question, shot.options, shot.context)
-                      + "\n" + CHAT_CUE},
-                     {"role": "assistant", "content": shot.answer}]
-    messages.append({"role": "user", "content": question_block(shown.item.question, shown.options,
-                                                                 shown.item.context) + "\n" + CHAT_CUE})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(shown, shots, domain, show_options), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def chat_messages(shown: Shown, shots: Sequence[McqItem], domain: str, show_options: bool = True) -> list[dict]:
+    """The chat an item is asked as (for chat templates and API models)."""
+    if show_options:
+        messages = [{"role": "system", "content": INSTRUCTION.format(domain=domain)}]
+        for shot in shots:
+            messages += [{"role": "user", "content": question_block(shot.question, shot.options, shot.context)
+                          + "\n" + CHAT_CUE},
+                         {"role": "assistant", "content": shot.answer}]
+        messages.append({"role": "user", "content": question_block(shown.item.question, shown.options,
+                                                                     shown.item.context) + "\n" + CHAT_CUE})
+    else:  # cloze: a plain question, as in the fine-tuning data; the answer text follows
+        messages = []
+        for shot in shots:
+            messages += [{"role": "user", "content": _cloze_block(shot)},
+                         {"role": "assistant", "content": shot.options[shot.answer]}]
+        messages.append({"role": "user", "content": _cloze_block(shown.item)})
+    return messages
+
+
+def render(tokenizer, shown: Shown, shots: Sequence[McqItem], domain: str, layout: str,
+           show_options: bool = True) -> str:
+    if layout == "plain":
+        return render_plain(shown, shots, domain, show_options)
+    return render_chat(tokenizer, shown, shots, domain, show_options)
 
 
 @dataclass
@@ -114,14 +151,24 @@ def single_answer(items: Sequence[McqItem]) -> tuple[list[McqItem], int]:
     return keep, len(items) - len(keep)
 
 
-def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[McqItem] = (), mode: str = "letter",
-                 layout: str = "plain", domain: str = "医学", rotations: bool = True, batch_size: int = 16,
-                 progress=None) -> list[McqResult]:
-    """Score items by log-likelihood under every cyclic shift (or only as written)."""
-    if mode not in ("letter", "text"):
-        raise ValueError(f"mode must be letter or text, got {mode!r}")
+SCORINGS = {  # name -> (continuation, options shown)
+    "letter": ("letter", True),
+    "option_text": ("text", True),
+    "cloze": ("text", False),
+}
+
+
+def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[McqItem] = (),
+                 scoring: str = "letter", layout: str = "plain", domain: str = "医学", rotations: bool = True,
+                 batch_size: int = 16, progress=None) -> list[McqResult]:
+    """Score items by log-likelihood under every cyclic shift (or only as written).
+    ``scoring``: letter | option_text | cloze (see the module docstring)."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {sorted(SCORINGS)}, got {scoring!r}")
     if layout not in ("plain", "chat"):
         raise ValueError(f"layout must be plain or chat, got {layout!r}")
+    mode, show_options = SCORINGS[scoring]
+    rotations = rotations and show_options  # a cloze prompt shows no order to rotate
     requests, index = [], []  # one request per (item, shift, option)
     shown_all: list[list[Shown]] = []
     for i, item in enumerate(items):
@@ -130,8 +177,7 @@ def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[Mcq
         shifts = range(len(item.options)) if rotations else [0]
         shown_all.append([rotate(item, s) for s in shifts])
         for j, shown in enumerate(shown_all[-1]):
-            prompt = render_plain(shown, shots, domain) if layout == "plain" else \
-                render_chat(tokenizer, shown, shots, domain)
+            prompt = render(tokenizer, shown, shots, domain, layout, show_options)
             for letter, text in shown.options.items():
                 requests.append((prompt, letter if mode == "letter" else text))
                 index.append((i, j, letter))
@@ -151,7 +197,8 @@ def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[Mcq
             pick_norm = letters[int(norm.argmax())] if mode == "text" else pick
             result.picks.append(shown.original[pick])
             result.picks_norm.append(shown.original[pick_norm])
-            result.first.append(pick == letters[0])
+            if show_options:
+                result.first.append(pick == letters[0])
             p = np.exp(raw - raw.max())
             p /= p.sum()
             result.probs.append({shown.original[k]: float(v) for k, v in zip(letters, p, strict=True)})
@@ -184,13 +231,16 @@ def extract_answer(text: str, options: dict[str, str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def score_generation(generate, tokenizer, items: Sequence[McqItem], shots: Sequence[McqItem] = (),
-                     layout: str = "chat", domain: str = "医学", rotations: bool = False) -> list[McqResult]:
-    """Ask each item (per shift) with ``generate(prompts) -> texts`` and parse the answers."""
+def score_generation(generate, items: Sequence[McqItem], shots: Sequence[McqItem] = (), domain: str = "医学",
+                     rotations: bool = False) -> list[McqResult]:
+    """Ask each item (per shift) as a chat with ``generate(list of messages) -> texts``
+    (greedy, any backend) and parse the answers; unparseable = wrong, counted."""
     shown_all = [[rotate(item, s) for s in (range(len(item.options)) if rotations else [0])] for item in items]
-    prompts = [render_plain(s, shots, domain) if layout == "plain" else render_chat(tokenizer, s, shots, domain)
-               for shown in shown_all for s in shown]
-    texts = iter(generate(prompts))
+    chats = [chat_messages(s, shots, domain) for shown in shown_all for s in shown]
+    texts = list(generate(chats))
+    if len(texts) != len(chats):
+        raise ValueError(f"generate() returned {len(texts)} answers for {len(chats)} questions")
+    texts = iter(texts)
     results = []
     for item, shown in zip(items, shown_all, strict=True):
         result = McqResult(item)
@@ -219,7 +269,8 @@ def summarise(results: Sequence[McqResult], chance: float, norm: bool = False, n
            "acc": float(as_written.mean()), "acc_ci": _ci(as_written, n_boot, seed),
            "acc_rotation_mean": float(mean_shift.mean()), "acc_rotation_mean_ci": _ci(mean_shift, n_boot, seed),
            "acc_rotation": float(consistent.mean()), "acc_rotation_ci": _ci(consistent, n_boot, seed),
-           "position_bias": float(np.mean([f for r in results for f in r.first]))}
+           # share of picks that were the first-listed option (None: no order was shown)
+           "position_bias": float(np.mean([f for r in results for f in r.first])) if results[0].first else None}
     if results[0].extracted:
         asked = [x for r in results for x in r.extracted]
         out["no_answer_rate"] = float(np.mean([x is None for x in asked]))

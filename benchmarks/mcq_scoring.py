@@ -1,0 +1,83 @@
+"""MCQ scoring speed: the batched scorer vs one forward pass per option, same answers.
+
+    python benchmarks/mcq_scoring.py [--model models/finetune/specific_only] [--items 280] [--batch 16]
+
+The naive way (what many medical-LLM eval scripts do) runs the model once per
+(question, option) pair, batch size 1. medlab.evaluate.loglik batches by length and
+answers every single-token continuation (option letters) of a prompt from one forward
+pass. Both must pick the same options (checked); reported: items/s of each and their
+ratio, per scoring (letter with all 4 rotations, cloze). Uses the test split of the
+anesthesia MCQ benchmark (run `dvc repro` first). Writes benchmarks/results/mcq_scoring.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from medlab.evaluate.loglik import Scored, continuation_logprobs, split_tokens
+from medlab.evaluate.mcq import score_loglik, summarise
+from medlab.finetune.run import load_finetuned
+from medlab.records import McqItem, read_jsonl, write_json
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def one_pass_per_option(model, tokenizer, pairs, batch_size=None, progress=None) -> list[Scored]:
+    """The baseline: every (context, continuation) its own forward pass."""
+    out = []
+    for context, continuation in pairs:
+        head, tail = split_tokens(tokenizer, context, continuation)
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([head + tail])).logits[0].float(), -1)
+        picked = [float(logp[len(head) - 1 + t, tok]) for t, tok in enumerate(tail)]
+        greedy = all(int(logp[len(head) - 1 + t].argmax()) == tok for t, tok in enumerate(tail))
+        out.append(Scored(sum(picked), len(tail), greedy))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/finetune/specific_only")
+    parser.add_argument("--items", type=int, default=280)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    model, tokenizer = load_finetuned(ROOT / args.model)
+    model.eval()
+    items = [i for i in read_jsonl(ROOT / "data/benchmark/anesthesia_mcq.jsonl", McqItem) if i.split != "dev"]
+    items = items[:args.items]
+    import medlab.evaluate.mcq as mcq
+
+    rows = []
+    for scoring in ("letter", "cloze"):
+        timings, picks = {}, {}
+        for way in ("one_pass_per_option", "batched"):
+            mcq.continuation_logprobs = one_pass_per_option if way == "one_pass_per_option" \
+                else continuation_logprobs  # the scorer's engine, swapped
+            start = time.perf_counter()
+            results = score_loglik(model, tokenizer, items, scoring=scoring, layout="chat", domain="麻醉学",
+                                   batch_size=args.batch)
+            timings[way] = time.perf_counter() - start
+            picks[way] = [r.picks for r in results]
+            acc = summarise(results, chance=0.25, n_boot=10)["acc"]
+            print(f"{scoring:>7} {way:>20}: {len(items) / timings[way]:7.1f} items/s  acc {acc:.3f}", flush=True)
+        same = picks["batched"] == picks["one_pass_per_option"]
+        ratio = timings["one_pass_per_option"] / timings["batched"]
+        print(f"{scoring:>7}: batched is {ratio:.1f}x faster; same picks: {same}")
+        rows.append({"scoring": scoring, "items": len(items), "acc": acc, "same_picks": same,
+                     "items_per_s": {k: round(len(items) / v, 2) for k, v in timings.items()},
+                     "ratio": round(ratio, 2)})
+    write_json(HERE / "results" / "mcq_scoring.json",
+               {"model": args.model, "batch_size": args.batch, "runs": rows,
+                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                            "torch_threads": torch.get_num_threads()}})
+
+
+if __name__ == "__main__":
+    main()
