@@ -185,3 +185,47 @@ def test_generation_mode_counts_unparseable_answers_as_wrong():
     summary = summarise(results, chance=0.25, n_boot=50)
     assert [r.correct()[0] for r in results] == [True, True, False, False]
     assert summary["acc"] == 0.5 and summary["no_answer_rate"] == 0.5
+
+
+def test_ner_parsing_and_micro_f1():
+    from medlab.evaluate.ner import annotate, micro_f1, parse_entities
+
+    answer = "丙泊酚|药物\n2. 低血压（症状）\n疾病：恶性高热，肺炎\n芬太尼|食物\n无"
+    assert parse_entities(answer) == {("丙泊酚", "药物"), ("低血压", "症状"), ("恶性高热", "疾病"), ("肺炎", "疾病")}
+    gold = [{("丙泊酚", "药物"), ("低血压", "症状")}, {("肺炎", "疾病")}]
+    pred = [{("丙泊酚", "药物"), ("低血压", "疾病")}, set()]  # a wrong type is a FP and a FN
+    score = micro_f1(gold, pred)
+    assert (score["tp"], score["fp"], score["fn"]) == (1, 1, 2)
+    assert score["precision"] == 0.5 and score["recall"] == pytest.approx(1 / 3)
+    assert score["f1"] == pytest.approx(0.4)
+    names = {"高血压": "疾病", "严重高血压": "症状", "丙泊酚": "药物"}
+    assert annotate("丙泊酚禁用于严重高血压", names) == {("丙泊酚", "药物"), ("严重高血压", "症状")}
+
+
+def test_ner_loaders_read_cmeee_and_promptcblue(tmp_path):
+    import json as _json
+
+    from medlab.evaluate.ner import load_ner
+    from medlab.formats import FormatError
+
+    cmeee = tmp_path / "CMeEE_dev.json"
+    cmeee.write_text(_json.dumps([
+        {"text": "患者术后出现恶心呕吐，给予昂丹司琼。", "entities": [
+            {"start_idx": 6, "end_idx": 9, "type": "sym", "entity": "恶心呕吐"},
+            {"start_idx": 13, "end_idx": 16, "type": "dru", "entity": "昂丹司琼"}]}], ensure_ascii=False, indent=1))
+    [item] = load_ner(cmeee, "cmeee")
+    assert item.gold == {("恶心呕吐", "症状"), ("昂丹司琼", "药物")}
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n{"text": "肺炎", "entities": [{"start_idx": 0, "end_idx": 1, "type": "xyz", "entity": "肺炎"}]}\n]')
+    with pytest.raises(FormatError, match=r"bad.json:2: unknown entity type 'xyz'"):
+        load_ner(bad, "cmeee")
+    pcb = tmp_path / "dev.json"
+    rows = [{"input": "找出句子中的疾病、药物实体：\n糖尿病患者口服二甲双胍。", "target": "上述句子中的疾病实体：糖尿病\n上述句子中的药物实体：二甲双胍",
+             "task_type": "ner", "sample_id": "s1"},
+            {"input": "x", "target": "y", "task_type": "cls"}]
+    pcb.write_text("\n".join(_json.dumps(r, ensure_ascii=False) for r in rows))
+    [item] = load_ner(pcb, "promptcblue")
+    assert item.gold == {("糖尿病", "疾病"), ("二甲双胍", "药物")} and item.types == ("疾病", "药物")
+    assert item.text == "糖尿病患者口服二甲双胍。"
+    with pytest.raises(FormatError, match="unknown NER format"):
+        load_ner(pcb, "conll")
