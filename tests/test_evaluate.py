@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from medlab.evaluate.loglik import continuation_logprobs, split_tokens
-from medlab.evaluate.mcq import extract_answer, render, rotate, score_loglik, single_answer, summarise
+from medlab.evaluate.mcq import (
+    extract_answer,
+    render,
+    rotate,
+    score_loglik,
+    single_answer,
+    summarise,
+)
 from medlab.records import McqItem
 from medlab.stats import mcnemar, paired_bootstrap, permutation_paired
 from medlab.train.model import build_llama
@@ -229,3 +236,59 @@ def test_ner_loaders_read_cmeee_and_promptcblue(tmp_path):
     assert item.text == "糖尿病患者口服二甲双胍。"
     with pytest.raises(FormatError, match="unknown NER format"):
         load_ner(pcb, "conll")
+
+
+class ScriptedJudge:
+    """A judge 'model' with scripted behaviour: prefers the answer containing 好, retries well."""
+
+    name, model, batch_size = "scripted", "scripted-judge", 8
+
+    def generate(self, requests):
+        from medlab.llm.base import Completion
+
+        out = []
+        for r in requests:
+            text = r.messages[-1]["content"]
+            retry = "无法解析" in text
+            if "回答1：" in text:
+                first = text.split("回答1：")[1].split("回答2：")[0]
+                second = text.split("回答2：")[1]
+                if "乱" in text and not retry:
+                    verdict = "我觉得都行"
+                elif "总选1" in text:
+                    verdict = "更好：1"
+                else:
+                    verdict = "更好：1" if "好" in first and "好" not in second.split("只输出")[0] else "更好：2"
+                out.append(Completion(text=verdict))
+            elif "永远乱答" in text or ("先乱答" in text and not retry):
+                out.append(Completion(text="accuracy 很高"))
+            else:
+                out.append(Completion(text='{"proactivity": 3, "accuracy": 4, "helpfulness": 4, "语言质量": 5}'))
+        return out
+
+
+def test_rubric_judge_counts_unparseable_and_pairwise_swaps_positions(tmp_path):
+    from medlab.evaluate.judges import (
+        combine,
+        judge_pairwise,
+        judge_rubric,
+        parse_rubric,
+        parse_verdict,
+    )
+    from medlab.llm.base import Decoding
+    from medlab.llm.cache import CallCache
+
+    cache = CallCache(tmp_path / "judge.sqlite")
+    rubric = judge_rubric([("问", "参考", "好的回答"), ("问", "参考", "先乱答"), ("问", "参考", "永远乱答")],
+                          ScriptedJudge(), cache, Decoding(), max_attempts=2)
+    assert rubric["scores"][0] == {"proactivity": 3, "accuracy": 4, "helpfulness": 4, "linguistic_quality": 5}
+    assert rubric["attempts"][1] == 2 and rubric["scores"][1] is not None
+    assert rubric["scores"][2] is None and rubric["unparseable"] == 1
+    assert parse_rubric('{"proactivity": 6, "accuracy": 4, "helpfulness": 4, "linguistic_quality": 5}') is None
+    assert parse_verdict("更好：平局") == "tie" and parse_verdict("不好说") is None
+    assert combine("1", "2") == "a" and combine("1", "1") == "tie" and combine("2", "tie") == "b"
+    pairs = [("问", "好答案", "差答案"), ("问", "差答案", "好答案"), ("问", "乱", "好")]
+    result = judge_pairwise(pairs, ScriptedJudge(), cache, Decoding(), max_attempts=2)
+    assert result["outcomes"] == ["a", "b", "b"] and result["unparseable"] == 0
+    biased = judge_pairwise([("总选1", "甲", "乙")] * 2, ScriptedJudge(), cache, Decoding())
+    assert biased["outcomes"] == ["tie", "tie"] and biased["first_position_share"] == 1.0  # exposed by the swap

@@ -23,7 +23,13 @@ from medlab.train.model import (
     resolve_base,
     write_pointer,
 )
-from medlab.train.pretrain import fingerprint, last_complete_checkpoint, pack, perplexity, unigram_perplexity
+from medlab.train.pretrain import (
+    fingerprint,
+    last_complete_checkpoint,
+    pack,
+    perplexity,
+    unigram_perplexity,
+)
 from medlab.train.tokenizer import END, EOS, ROLE_TOKENS, ensure_chat_template, train_tokenizer
 
 TEXTS = [f"{drug}的常见不良反应包括{effect}和{other}。" for drug in ("丙泊酚", "依托咪酯", "氯胺酮", "芬太尼")

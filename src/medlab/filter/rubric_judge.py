@@ -14,8 +14,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from medlab.llm.base import Backend, ChatRequest, Decoding
-from medlab.llm.cache import CallCache, CallStats, generate_cached
+from medlab.llm.base import Backend, Decoding
+from medlab.llm.cache import CallCache, CallStats
+from medlab.llm.parsed import ask_parsed
 
 ASPECTS = {
     "coherence": ("连贯性", "逻辑是否通顺、前后一致"),
@@ -76,22 +77,6 @@ class RubricResult:
 
 def judge(chats: list[list[dict[str, str]]], backend: Backend, cache: CallCache, decoding: Decoding,
           max_attempts: int = 3, stats: CallStats | None = None) -> RubricResult:
-    result = RubricResult(scores=[None] * len(chats), attempts=[0] * len(chats))
-    todo = list(range(len(chats)))
-    for attempt in range(max_attempts):
-        if not todo:
-            break
-        requests = [ChatRequest.of(rubric_prompt(chats[k], attempt), decoding,
-                                   {"task": "rubric_judge", "attempt": attempt}) for k in todo]
-        completions = generate_cached(backend, requests, cache, label=f"rubric:{attempt}", stats=stats)
-        still = []
-        for k, completion in zip(todo, completions, strict=True):
-            result.attempts[k] = attempt + 1
-            parsed = parse_scores(completion.text)
-            if parsed is None:
-                still.append(k)
-            else:
-                result.scores[k] = parsed
-        todo = still
-    result.unparseable = len(todo)
-    return result
+    asked = ask_parsed(lambda k, attempt: rubric_prompt(chats[k], attempt), parse_scores, len(chats), backend,
+                       cache, decoding, "rubric_judge", max_attempts, stats)
+    return RubricResult(scores=asked.values, attempts=asked.attempts, unparseable=asked.unparseable)

@@ -1,0 +1,50 @@
+"""Ask an LLM until its answer parses: retries with a changed prompt, failures counted.
+
+``ask_parsed(build, parse, n, backend, cache, decoding)`` sends ``build(k, attempt)``
+for k in range(n), parses every answer with ``parse(text)`` (None = unparseable) and
+asks the unparsed ones again with the next ``attempt`` number — the prompt builder is
+expected to say so, which also makes the retry a different request, so the call cache
+cannot replay the bad answer. After ``max_attempts`` an item stays None and is counted:
+a judge that cannot be read gets no score, never a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from medlab.llm.base import Backend, ChatRequest, Decoding
+from medlab.llm.cache import CallCache, CallStats, generate_cached
+
+
+@dataclass
+class Parsed:
+    values: list[Any] = field(default_factory=list)  # parse() result per item; None = never parsed
+    attempts: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # the last raw answer per item
+    unparseable: int = 0
+
+
+def ask_parsed(build: Callable[[int, int], list[dict[str, str]]], parse: Callable[[str], Any], n: int,
+               backend: Backend, cache: CallCache, decoding: Decoding, task: str, max_attempts: int = 3,
+               stats: CallStats | None = None) -> Parsed:
+    result = Parsed(values=[None] * n, attempts=[0] * n, texts=[""] * n)
+    todo = list(range(n))
+    for attempt in range(max_attempts):
+        if not todo:
+            break
+        requests = [ChatRequest.of(build(k, attempt), decoding, {"task": task, "attempt": attempt}) for k in todo]
+        completions = generate_cached(backend, requests, cache, label=f"{task}:{attempt}", stats=stats)
+        still = []
+        for k, completion in zip(todo, completions, strict=True):
+            result.attempts[k] = attempt + 1
+            result.texts[k] = completion.text
+            parsed = parse(completion.text)
+            if parsed is None:
+                still.append(k)
+            else:
+                result.values[k] = parsed
+        todo = still
+    result.unparseable = len(todo)
+    return result
