@@ -12,7 +12,8 @@ TRL's SFTTrainer, full fine-tuning of models/base; run `dvc repro filter` first)
 * ``padded_longest``  one sample per row, padded to the longest in the batch (TRL's
                       collator without packing: the pipeline's ``packing: false``);
 * ``padded_grouped``  as padded_longest, with batches of similar lengths
-                      (``group_by_length``): the strongest padded baseline.
+                      (``train_sampling_strategy="group_by_length"``): the strongest
+                      padded baseline.
 
 Every mode sees the same samples and the same answer tokens, with batch_size rows per
 step (packed rows hold several samples each, so packed takes fewer steps). Measured:
@@ -71,8 +72,9 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
     kwargs = resolve_base(ROOT / "models" / "base")
     path = kwargs.pop("pretrained_model_name_or_path")
     tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
-    ft.train.packing = False  # tokenised, unpacked rows; packed below for the packed mode
-    rows, _ = sft_dataset(params, stage, tokenizer, ROOT, params.base.seed)
+    unpacked = params.model_copy(update={"finetune": ft.model_copy(update={
+        "train": ft.train.model_copy(update={"packing": False})})})  # tokenised rows; packed below if asked
+    rows, _ = sft_dataset(unpacked, stage, tokenizer, ROOT, params.base.seed)
     if samples:
         rows = rows.shuffle(seed=params.base.seed).select(range(min(samples, len(rows))))
     n_samples = len(rows)
@@ -86,7 +88,7 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
     if mode == "padded_max":
         config.pad_to_multiple_of = ft.train.max_length
     if mode == "padded_grouped":
-        config.group_by_length = True
+        config.train_sampling_strategy = "group_by_length"  # transformers 5: was group_by_length=True
     torch.manual_seed(params.base.seed)
     model = load_model(path, **kwargs)
     trainer = make_sft_trainer(model, tokenizer, rows, config)
