@@ -17,13 +17,12 @@ Unparseable answers are retried, then counted (``medlab.llm.parsed``); never def
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 
 from medlab.llm.base import Backend, Decoding
 from medlab.llm.cache import CallCache, CallStats
-from medlab.llm.parsed import ask_parsed
+from medlab.llm.parsed import ask_parsed, parse_named_scores
 
 PROMPT_VERSION = 1
 DIMENSIONS = {
@@ -47,26 +46,7 @@ def rubric_prompt(question: str, reference: str, answer: str, attempt: int = 0) 
 
 def parse_rubric(text: str) -> dict[str, float] | None:
     """The four 1-5 scores (JSON or "维度: n" lines, Chinese or English names), or None."""
-    found: dict[str, float] = {}
-    match = re.search(r"\{.*?\}", text, re.S)
-    if match:
-        try:
-            raw = json.loads(match.group(0))
-        except json.JSONDecodeError:
-            raw = {}
-        for en, (zh, _) in DIMENSIONS.items():
-            value = raw.get(en, raw.get(zh)) if isinstance(raw, dict) else None
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                found[en] = float(value)
-    for en, (zh, _) in DIMENSIONS.items():
-        if en not in found:
-            name = en.replace("_", "[ _]")
-            m = re.search(rf"(?:{name}|{zh})\s*[\"']?\s*[:：=]\s*(\d+(?:\.\d+)?)", text, re.I)
-            if m:
-                found[en] = float(m.group(1))
-    if set(found) != set(DIMENSIONS) or not all(1 <= v <= 5 for v in found.values()):
-        return None
-    return found
+    return parse_named_scores(text, {en: zh for en, (zh, _) in DIMENSIONS.items()}, 1, 5)
 
 
 def judge_rubric(items: Sequence[tuple[str, str, str]], backend: Backend, cache: CallCache, decoding: Decoding,

@@ -10,13 +10,11 @@ a different request, so the call cache cannot replay the bad answer); after
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 
 from medlab.llm.base import Backend, Decoding
 from medlab.llm.cache import CallCache, CallStats
-from medlab.llm.parsed import ask_parsed
+from medlab.llm.parsed import ask_parsed, parse_named_scores
 
 ASPECTS = {
     "coherence": ("连贯性", "逻辑是否通顺、前后一致"),
@@ -43,25 +41,7 @@ def rubric_prompt(messages: list[dict[str, str]], attempt: int) -> list[dict[str
 
 def parse_scores(text: str) -> dict[str, float] | None:
     """The five aspect scores from a judge answer, or None if any is missing or out of range."""
-    found: dict[str, float] = {}
-    match = re.search(r"\{.*?\}", text, re.S)
-    if match:
-        try:
-            raw = json.loads(match.group(0))
-            for en, (zh, _) in ASPECTS.items():
-                value = raw.get(en, raw.get(zh))
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    found[en] = float(value)
-        except json.JSONDecodeError:
-            pass
-    for en, (zh, _) in ASPECTS.items():
-        if en not in found:
-            m = re.search(rf"(?:{en}|{zh})\s*[\"']?\s*[:：=]\s*(\d+(?:\.\d+)?)", text, re.I)
-            if m:
-                found[en] = float(m.group(1))
-    if set(found) != set(ASPECTS) or not all(0 <= v <= 10 for v in found.values()):
-        return None
-    return found
+    return parse_named_scores(text, {en: zh for en, (zh, _) in ASPECTS.items()}, 0, 10)
 
 
 @dataclass

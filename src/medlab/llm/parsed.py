@@ -10,6 +10,8 @@ a judge that cannot be read gets no score, never a default.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,3 +50,28 @@ def ask_parsed(build: Callable[[int, int], list[dict[str, str]]], parse: Callabl
         todo = still
     result.unparseable = len(todo)
     return result
+
+
+def parse_named_scores(text: str, names: dict[str, str], low: float, high: float) -> dict[str, float] | None:
+    """Scores named in ``names`` (English -> Chinese name) from a judge's answer: a JSON
+    object or "name: n" lines, either name, underscores matching spaces. None if any is
+    missing or outside [low, high] — never a partial or default score."""
+    found: dict[str, float] = {}
+    match = re.search(r"\{.*?\}", text, re.S)
+    if match:
+        try:
+            raw = json.loads(match.group(0))
+        except json.JSONDecodeError:
+            raw = {}
+        for en, zh in names.items():
+            value = raw.get(en, raw.get(zh)) if isinstance(raw, dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                found[en] = float(value)
+    for en, zh in names.items():
+        if en not in found:
+            m = re.search(rf"(?:{en.replace('_', '[ _]')}|{zh})\s*[\"']?\s*[:：=]\s*(\d+(?:\.\d+)?)", text, re.I)
+            if m:
+                found[en] = float(m.group(1))
+    if set(found) != set(names) or not all(low <= v <= high for v in found.values()):
+        return None
+    return found
