@@ -5,12 +5,15 @@
 One epoch of the recipe's first SFT stage (the real code path: medlab.finetune.sft,
 TRL's SFTTrainer, full fine-tuning of models/base; run `dvc repro filter` first), four ways:
 
-* ``packed``          best-fit-decreasing packing into rows of max_length, padding-free
-                      (one flat sequence per batch, no attention across samples);
+* ``packed_rows``     best-fit-decreasing packing into rows of max_length, batch_size
+                      rows per step, per-sample positions, no attention across samples
+                      (the pipeline's ``packing: rows``);
+* ``packed_flat``     the same rows flattened into one padding-free sequence per batch
+                      (TRL's padding_free, ``packing: flat``);
 * ``padded_max``      one sample per row, every batch padded to max_length (fixed shapes,
                       what a static-shape setup or ``padding="max_length"`` does);
 * ``padded_longest``  one sample per row, padded to the longest in the batch (TRL's
-                      collator without packing: the pipeline's ``packing: false``);
+                      collator without packing: the pipeline's ``packing: none``);
 * ``padded_grouped``  as padded_longest, with batches of similar lengths
                       (``train_sampling_strategy="group_by_length"``): the strongest
                       padded baseline.
@@ -43,7 +46,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MODES = ("packed", "padded_max", "padded_longest", "padded_grouped")
+MODES = ("packed_rows", "packed_flat", "padded_max", "padded_longest", "padded_grouped")
 
 
 def rss_mib() -> float:
@@ -63,7 +66,14 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
 
     from medlab.config import load_params
     from medlab.finetune.run import sft_dataset
-    from medlab.finetune.sft import IGNORE, load_model, make_sft_trainer, pack, sft_config
+    from medlab.finetune.sft import (
+        IGNORE,
+        load_model,
+        make_sft_trainer,
+        pack,
+        sft_collator,
+        sft_config,
+    )
     from medlab.train.model import resolve_base
 
     params = load_params(ROOT / "params.yaml")
@@ -73,16 +83,16 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
     path = kwargs.pop("pretrained_model_name_or_path")
     tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
     unpacked = params.model_copy(update={"finetune": ft.model_copy(update={
-        "train": ft.train.model_copy(update={"packing": False})})})  # tokenised rows; packed below if asked
+        "train": ft.train.model_copy(update={"packing": "none"})})})  # tokenised rows; packed below if asked
     rows, _ = sft_dataset(unpacked, stage, tokenizer, ROOT, params.base.seed)
     if samples:
         rows = rows.shuffle(seed=params.base.seed).select(range(min(samples, len(rows))))
     n_samples = len(rows)
-    packed = mode == "packed"
-    if packed:
+    packing = {"packed_rows": "rows", "packed_flat": "flat"}.get(mode, "none")
+    if packing != "none":
         rows = pack(rows, ft.train.max_length)
     config = sft_config(ft.train, out_dir / mode, epochs, ft.train.learning_rate, params.base.seed,
-                        packing=packed, ordered=False)
+                        packing=packing, ordered=False)
     config.save_strategy = "no"
     config.logging_steps = 10**6  # no logging work inside the timed loop
     if mode == "padded_max":
@@ -91,11 +101,16 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
         config.train_sampling_strategy = "group_by_length"  # transformers 5: was group_by_length=True
     torch.manual_seed(params.base.seed)
     model = load_model(path, **kwargs)
-    trainer = make_sft_trainer(model, tokenizer, rows, config)
+    trainer = make_sft_trainer(model, tokenizer, rows, config, data_collator=sft_collator(packing, tokenizer))
     positions = real = trained = 0  # what the model will compute on, counted from its own batches
     for batch in trainer.get_train_dataloader():
         positions += batch["input_ids"].numel()
-        real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        if "attention_mask" in batch:
+            real += int(batch["attention_mask"].sum())
+        elif packing == "rows":  # no attention mask: the pad token is never in the text
+            real += int((batch["input_ids"] != tokenizer.pad_token_id).sum())
+        else:
+            real += batch["input_ids"].numel()
         trained += int((batch["labels"] != IGNORE).sum())
     positions, real, trained = (int(x * epochs) for x in (positions, real, trained))
     cuda = torch.cuda.is_available()
@@ -141,9 +156,10 @@ def main() -> None:
               f"peak +{row['peak_memory_mib']:,.0f} MiB  loss {row['train_loss']:.3f}", flush=True)
     by = {r["mode"]: r for r in rows}
     ratios = {}
-    if "packed" in by:
-        ratios = {f"packed_vs_{m}": round(by["packed"]["effective_tokens_per_s"] / by[m]["effective_tokens_per_s"], 2)
-                  for m in by if m != "packed"}
+    if "packed_rows" in by:
+        ratios = {f"packed_rows_vs_{m}": round(by["packed_rows"]["effective_tokens_per_s"]
+                                               / by[m]["effective_tokens_per_s"], 2)
+                  for m in by if m != "packed_rows"}
         for name, value in ratios.items():
             print(f"{name}: {value:.2f}x effective tokens/s")
     from medlab.records import write_json

@@ -20,7 +20,7 @@ from medlab.config import ConfigError, merge_overlay, read_yaml, validate_params
 from medlab.finetune import data as finetune_data
 from medlab.finetune.run import is_done, load_finetuned, publish, run_stage, stage_dir
 from medlab.finetune.schedule import priority_order, share_along
-from medlab.finetune.sft import IGNORE, load_model, pack, tokenize
+from medlab.finetune.sft import IGNORE, load_model, pack, sft_collator, tokenize
 from medlab.records import PreferencePair, RecordError, Sample, write_jsonl
 from medlab.train.model import build_llama
 from medlab.train.tokenizer import train_tokenizer
@@ -86,24 +86,37 @@ def test_labels_are_the_answers_and_their_end_token(tokenizer):
         tokenize(tokenizer, [s.messages for s in samples("anesthesia", 3)], max_length=8)
 
 
-def test_packed_loss_equals_the_loss_of_each_sample_alone(tokenizer, tiny_model):
-    """Packing is padding-free with per-sample positions: no token attends across samples,
-    so the loss of a packed row equals the token-weighted loss of its samples run alone."""
+@pytest.mark.parametrize("layout", ["flat", "rows"])
+def test_packed_loss_equals_the_loss_of_each_sample_alone(tokenizer, tiny_model, layout):
+    """Packed samples carry per-sample positions: no token attends across samples, so the
+    loss of packed rows equals the token-weighted loss of their samples run alone -- in
+    both layouts (flat: one padding-free sequence; rows: padded rows, no attention mask)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    rows = tokenize(tokenizer, [s.messages for s in samples("anesthesia", 6)], max_length=256)
+    rows = tokenize(tokenizer, [s.messages for s in samples("anesthesia", 16)], max_length=256)
     packed = pack(rows, max_length=128)
-    assert len(packed) < len(rows) and sum(map(len, packed["seq_lengths"])) == len(rows)
-    collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    assert len(packed) >= 2 and len(packed) < len(rows) and sum(map(len, packed["seq_lengths"])) == len(rows)
+    if layout == "flat":
+        collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    else:
+        collate = sft_collator("rows", tokenizer)
+    # plus a row holding one sample: shorter than the others, so the rows layout pads it
+    examples = [packed[i] for i in range(len(packed))]
+    examples.append({**rows[0], "seq_lengths": [len(rows[0]["input_ids"])]})
+    rows = [*rows, rows[0]]
     model = tiny_model.eval()
     with torch.no_grad():
-        batch = collate([packed[i] for i in range(len(packed))])
-        assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+        batch = collate(examples)
+        assert "attention_mask" not in batch
+        assert batch["input_ids"].shape[0] == (1 if layout == "flat" else len(examples))
+        if layout == "rows":
+            assert (batch["input_ids"][-1] == tokenizer.pad_token_id).sum() > 10
         # use_cache=False as in training (TRL sets it): with a KV cache transformers does
         # not look for packed sequences in position_ids
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        labels = batch["labels"][0, 1:]
-        nll = torch.nn.functional.cross_entropy(logits[0, :-1], labels, ignore_index=IGNORE, reduction="sum")
+        labels = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels.flatten(),
+                                                ignore_index=IGNORE, reduction="sum")
         alone, count = 0.0, 0
         for row in rows:
             ids, lab = torch.tensor([row["input_ids"]]), torch.tensor(row["labels"][1:])
@@ -112,10 +125,11 @@ def test_packed_loss_equals_the_loss_of_each_sample_alone(tokenizer, tiny_model)
             count += int((lab != IGNORE).sum())
     assert int((labels != IGNORE).sum()) == count
     assert abs(nll.item() - alone) / count < 1e-4
-    # with attention across samples (one plain causal row) the loss is different
+    # with attention across samples (plain causal rows) the loss is different
     with torch.no_grad():
-        crossed = model(input_ids=batch["input_ids"], use_cache=False).logits[0, :-1]
-        crossed_nll = torch.nn.functional.cross_entropy(crossed, labels, ignore_index=IGNORE, reduction="sum")
+        crossed = model(input_ids=batch["input_ids"], use_cache=False).logits[:, :-1]
+        crossed_nll = torch.nn.functional.cross_entropy(crossed.flatten(0, 1), labels.flatten(),
+                                                        ignore_index=IGNORE, reduction="sum")
     assert abs(crossed_nll.item() - alone) / count > 1e-3
 
 
@@ -304,7 +318,7 @@ def _run(repo: Path, args: list[str], **kwargs) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_sigkill_mid_stage_then_rerun_resumes_and_matches(tmp_path, root, tokenizer, tiny_model):
-    overrides = {"train__save_steps": 8, "train__epochs": 24.0, "train__batch_size": 1, "train__packing": False}
+    overrides = {"train__save_steps": 8, "train__epochs": 24.0, "train__batch_size": 1, "train__packing": "none"}
     reference = make_mini_repo(tmp_path / "a", root, tokenizer, tiny_model, **overrides)
     cmd = [sys.executable, "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
     out, _ = _run(reference, cmd).communicate(timeout=300)
@@ -339,7 +353,7 @@ def test_sigkill_mid_stage_then_rerun_resumes_and_matches(tmp_path, root, tokeni
 @pytest.mark.slow
 def test_two_cpu_processes_through_accelerate(tmp_path, root, tokenizer, tiny_model):
     """The distributed path: `accelerate launch` with 2 CPU processes (gloo backend)."""
-    overrides = {"train__epochs": 4.0, "train__packing": False}
+    overrides = {"train__epochs": 4.0, "train__packing": "none"}
     repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model, **overrides)
     shutil.copytree(root / "configs", repo / "configs")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp_cpu.yaml",

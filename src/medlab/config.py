@@ -454,7 +454,7 @@ class FinetuneTrainParams(Section):
     batch_size: int = Field(ge=1)
     gradient_accumulation_steps: int = Field(ge=1)
     max_length: int = Field(ge=16)
-    packing: bool
+    packing: Literal["rows", "flat", "none"]
     priority_window: int = Field(ge=1)
     learning_rate: float = Field(gt=0.0)
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"]
@@ -550,6 +550,89 @@ def context_problem(params) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------- evaluate
+class EvalMcqParams(Section):
+    sets: list[str]
+    external: list[McqFile]
+    scorings: list[Literal["cloze", "option_text", "letter"]] = Field(min_length=1)
+    headline: Literal["cloze", "option_text", "letter"]
+    norm: bool
+    shots: int = Field(ge=0, le=10)
+    generation_items: int = Field(ge=0)
+    generation_max_new_tokens: int = Field(ge=1)
+
+
+class EvalQaParams(Section):
+    items: int = Field(ge=0)
+    max_new_tokens: int = Field(ge=1)
+
+
+class EvalNerParams(Section):
+    items: int = Field(ge=0)
+    max_new_tokens: int = Field(ge=1)
+    external: str | None
+    external_format: Literal["cmeee", "promptcblue"]
+
+
+class EvalJudgeParams(Section):
+    backend: Literal["none", "hf", "openai"]
+    hf: HFTeacherParams
+    openai: OpenAITeacherParams
+    decoding: DecodingParams
+    max_attempts: int = Field(ge=1)
+
+
+class EvaluateParams(Section):
+    models: dict[str, str] = Field(min_length=1)
+    plain_models: list[str]
+    batch_size: int = Field(ge=1)
+    n_boot: int = Field(ge=0)
+    mcq: EvalMcqParams
+    qa: EvalQaParams
+    ner: EvalNerParams
+    judge: EvalJudgeParams
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        out: list[tuple[tuple, str]] = []
+        for name, path in self.models.items():
+            if not re.fullmatch(r"[a-z0-9_]+", name):
+                out.append((("models", name), "model names are lower-case letters, digits and _"))
+            if Path(path).parts[:1] != ("models",) and (problem := model_path_problem(path, root)):
+                out.append((("models", name), problem))
+        for name in self.plain_models:
+            if name not in self.models:
+                out.append((("plain_models",), f"{name!r} is not in evaluate.models"))
+        known = ("anesthesia_mcq", "general_mcq", "anesthesia_rc")
+        for name in self.mcq.sets:
+            if name not in known:
+                out.append((("mcq", "sets"), f"unknown set {name!r} (the benchmark stage writes {', '.join(known)})"))
+        if self.mcq.headline not in self.mcq.scorings:
+            out.append((("mcq", "headline"), f"{self.mcq.headline!r} is not one of mcq.scorings {self.mcq.scorings}"))
+        for k, spec in enumerate(self.mcq.external):
+            if not (root / spec.path).is_file():
+                out.append((("mcq", "external", k, "path"), f"file not found: {root / spec.path}"))
+        if self.ner.external is not None and not (root / self.ner.external).is_file():
+            out.append((("ner", "external"), f"file not found: {root / self.ner.external}"))
+        if self.judge.backend == "hf":
+            if self.judge.hf.name_or_path is None:
+                out.append((("judge", "hf", "name_or_path"), "required when backend is 'hf'"))
+            elif problem := model_path_problem(self.judge.hf.name_or_path, root):
+                out.append((("judge", "hf", "name_or_path"), problem))
+        return out
+
+
+def unknown_recipe_models(params) -> list[tuple[str, str]]:
+    """evaluate.models entries under models/finetune/ naming no recipe: (name, message)."""
+    out = []
+    for name, path in params.evaluate.models.items():
+        parts = Path(path).parts
+        if parts[:2] == ("models", "finetune") and (len(parts) != 3 or parts[2] not in params.finetune.recipes):
+            out.append((name, f"{path}: no such recipe in finetune.recipes ({', '.join(params.finetune.recipes)})"))
+        elif parts[:1] == ("models",) and parts[:2] not in (("models", "base"), ("models", "finetune")):
+            out.append((name, f"{path}: the pipeline writes models/base and models/finetune/<recipe> only"))
+    return out
+
+
 # -------------------------------------------------------------------------- whole
 class Params(Section):
     """The whole params.yaml: one section per stage (stage name = notebook verb = section)."""
@@ -562,6 +645,7 @@ class Params(Section):
     generate: GenerateParams
     filter: FilterParams
     finetune: FinetuneParams
+    evaluate: EvaluateParams
 
 
 # ------------------------------------------------------------------------ loading
@@ -687,6 +771,8 @@ def validate_params(doc: CommentedMap, filename: str = "params.yaml",
              f"{why}: a model grading its own output is not cross-filtering; set true to allow it")
     if (why := context_problem(params)) is not None:
         emit(("finetune", "train", "max_length"), why)
+    for name, why in unknown_recipe_models(params):
+        emit(("evaluate", "models", name), why)
     if lines:
         raise ConfigError("\n".join(lines))
     return params

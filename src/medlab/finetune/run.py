@@ -33,6 +33,7 @@ from medlab.finetune.sft import (
     lora_model,
     make_sft_trainer,
     pack,
+    sft_collator,
     sft_config,
     token_stats,
     tokenize,
@@ -92,7 +93,7 @@ def sft_dataset(params, stage, tokenizer, root: Path, seed: int):
         chats = [s.messages for v in sources.values() for s in v]
     rows = tokenize(tokenizer, chats, ft.train.max_length)
     info["tokenized"] = token_stats(rows)
-    if ft.train.packing:
+    if ft.train.packing != "none":
         window = ft.train.priority_window if stage.schedule == "priority" else None
         rows = pack(rows, ft.train.max_length, window)
         info["packed"] = token_stats(rows)
@@ -125,7 +126,8 @@ def run_stage(params, recipe: str, k: int, root: Path, log=print) -> dict:
         per_step = ft.train.batch_size * ft.train.gradient_accumulation_steps
         tokens_per_step = int(info.get("packed", info["tokenized"])["tokens"] / max(len(rows), 1) * per_step)
         trainer = make_sft_trainer(model, tokenizer, rows, config,
-                                   [ProgressCallback(tokens_per_step, label=f"{recipe}:{stage.name}")])
+                                   [ProgressCallback(tokens_per_step, label=f"{recipe}:{stage.name}")],
+                                   data_collator=sft_collator(ft.train.packing, tokenizer))
     else:
         from medlab.finetune.dpo import dpo_config, make_dpo_trainer
 
