@@ -205,3 +205,26 @@ def test_floats_are_written_with_a_dot(root):
     values = re.findall(r"^\s+\w+: (\S+)\s*$", text, flags=re.M)
     bad = [v for v in values if re.fullmatch(r"-?\d+e-?\d+", v)]
     assert not bad, f"floats without a dot (read as strings by PyYAML): {bad}"
+
+
+def test_evaluate_and_compare_name_only_known_models(root, tmp_path):
+    path = write_variant(tmp_path, root, "    specific_only: models/finetune/specific_only ",
+                         "    specific_only: models/finetune/no_such_recipe ")
+    message = error_of(path, root)
+    assert "evaluate.models.specific_only: models/finetune/no_such_recipe: no such recipe" in message
+    assert message.count("\n") == 0  # the name is still evaluated: one error, not one per compare pair
+    path = write_variant(tmp_path, root, "  baseline: base", "  baseline: gpt4")
+    message = error_of(path, root)
+    assert f"params.yaml:{line_of(path, 'baseline: gpt4')}: compare.baseline: 'gpt4' is not in evaluate.models" \
+        in message
+    path = write_variant(tmp_path, root, "    - [general_to_specific, specific_only]",
+                         "    - [general_to_specific, general_to_specific]")
+    assert "compare.pairs.0: a pair is two model names" in error_of(path, root)
+    path = write_variant(tmp_path, root, "    headline: cloze", "    headline: letterz")
+    assert "evaluate.mcq.headline" in error_of(path, root)
+    path = write_variant(tmp_path, root, "    scorings: [cloze, option_text, letter]", "    scorings: [letter]")
+    assert "evaluate.mcq.headline: 'cloze' is not one of mcq.scorings" in error_of(path, root)
+    path = write_variant(tmp_path, root, "  plain_models: [base]", "  plain_models: [bas]")
+    assert "evaluate.plain_models: 'bas' is not in evaluate.models" in error_of(path, root)
+    path = write_variant(tmp_path, root, "    external: null\n", "    external: external/missing_ner.json\n")
+    assert "evaluate.ner.external: file not found" in error_of(path, root)

@@ -14,7 +14,7 @@ from medlab.config import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-# a foreach stage (finetune@<recipe>) is checked through its template (`do`)
+# a foreach stage (finetune@<recipe>, evaluate@<model>) is checked through its template (`do`)
 STAGES = {name: stage.get("do", stage) for name, stage in DVC["stages"].items()}
 FANNED = {name for name, stage in DVC["stages"].items() if "foreach" in stage}
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -96,15 +96,39 @@ def test_every_notebook_is_a_stage():
     assert used == {p.name for p in NOTEBOOKS}
 
 
+def fanned_out(name: str) -> dict:
+    """What a foreach stage fans out over (key -> item), read from params.yaml."""
+    node = YAML(typ="safe").load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for part in DVC["stages"][name]["foreach"].strip("${}").split("."):  # ${finetune.recipes}
+        node = node[part]
+    return node
+
+
+def expanded() -> list[tuple[str, dict]]:
+    """Every stage as DVC runs it: a foreach template once per key, ${key}/${item} filled in."""
+    out = []
+    for name, stage in STAGES.items():
+        if name not in FANNED:
+            out.append((name, stage))
+            continue
+        for key, item in fanned_out(name).items():
+            fill = lambda x, key=key, item=item: x.replace("${key}", key).replace("${item}", str(item))  # noqa: E731
+            out.append((f"{name}@{key}", {"deps": [fill(d) for d in stage.get("deps", [])],
+                                          "outs": [fill(o if isinstance(o, str) else next(iter(o)))
+                                                   for o in stage.get("outs", [])]}))
+    return out
+
+
 def test_dependencies_exist_or_are_produced():
     produced = set()
-    for stage in STAGES.values():
+    for _, stage in expanded():
         for out in stage.get("outs", []):
             produced.add(out if isinstance(out, str) else next(iter(out)))
-    for name, stage in STAGES.items():
+    for name, stage in expanded():
         for dep in stage.get("deps", []):
             exists = (ROOT / dep).exists()
-            made = any(dep == p or dep.startswith(p + "/") for p in produced)
+            # an output, inside one, or a folder holding a fanned-out stage's outputs
+            made = any(dep == p or dep.startswith(p + "/") or p.startswith(dep + "/") for p in produced)
             assert exists or made, f"{name}: dependency {dep} neither exists nor is produced"
 
 
@@ -126,8 +150,8 @@ def test_params_listed_by_stages_exist():
     params = YAML(typ="safe").load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     for name, stage in STAGES.items():
         keys = stage["params"]
-        if name in FANNED:  # one entry per recipe key
-            keys = [k.replace("${key}", r) for k in keys for r in params[name]["recipes"]]
+        if name in FANNED:  # one entry per key of what the stage fans out over
+            keys = [k.replace("${key}", r) for k in keys for r in fanned_out(name)]
         for key in keys:
             node = params
             for part in key.split("."):

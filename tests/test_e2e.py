@@ -33,6 +33,8 @@ def dvc(repo: Path, *args: str) -> str:
 
 RECIPES = ("specific_only", "general_to_specific", "one_stage_priority", "two_stage_disc",
            "general_to_specific_unfiltered", "general_to_specific_dpo", "general_to_specific_stigma")
+MODELS = ("base", *RECIPES)
+EVALUATED = sorted(f"evaluate@{m}" for m in MODELS)
 
 
 def stages_run(output: str) -> list[str]:
@@ -61,8 +63,10 @@ def first_run(tmp_path_factory):
 def test_every_stage_ran_and_produced_its_outputs(first_run):
     repo, output = first_run
     assert set(stages_run(output)) == {"knowledge", "corpus", "benchmark", "pretrain", "generate", "filter",
-                                       *(f"finetune@{r}" for r in RECIPES)}
-    for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter"):
+                                       *(f"finetune@{r}" for r in RECIPES), *(f"evaluate@{m}" for m in MODELS),
+                                       "compare"}
+    for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter",
+                 "09_compare"):
         assert (repo / "reports/notebooks" / f"{stem}.ipynb").is_file()
         html = (repo / "reports/html" / f"{stem}.html").read_text(encoding="utf-8")
         assert "<html" in html and "Traceback" not in html
@@ -195,6 +199,31 @@ def test_finetune_outputs(first_run):
     assert share[0] < share[-1]  # SFT data comes later in the run
 
 
+def test_evaluate_and_compare_outputs(first_run):
+    repo, _ = first_run
+    for model in MODELS:
+        metrics = json.loads((repo / f"reports/metrics/evaluate/{model}.json").read_text())
+        head = metrics["anesthesia_mcq"]
+        assert {"acc", "acc_ci", "acc_rotation", "n", "chance"} <= head.keys() and head["chance"] == 0.25
+        assert head["acc_ci"][0] <= head["acc"] <= head["acc_ci"][1] and head["n"] == 35  # 40 items - 5 dev
+        shown = head["scorings"]["option_text"]
+        assert shown["acc_rotation"] <= shown["acc_rotation_mean"] + 1e-9 and 0 <= shown["position_bias"] <= 1
+        assert 0 <= head["scorings"]["generation"]["no_answer_rate"] <= 1
+        assert metrics["layout"] == ("plain" if model == "base" else "chat")
+        assert metrics["anesthesia_qa"]["n"] == 5 and metrics["kb_ner"]["n"] == 5
+        outcomes = json.loads((repo / f"data/evaluate/{model}/outcomes.json").read_text())
+        assert len(outcomes["anesthesia_mcq/cloze"]) == 35
+        assert (repo / f"reports/html/08_evaluate_{model}.html").is_file()
+    compared = json.loads((repo / "reports/metrics/compare.json").read_text())
+    assert {r["model"] for r in compared["table"]} == set(MODELS)
+    pairs = {(r["a"], r["b"]) for r in compared["paired"]}
+    assert ("general_to_specific", "specific_only") in pairs and ("specific_only", "base") in pairs
+    assert all(r["p_holm"] >= r["p_test"] for r in compared["paired"])
+    table = (repo / "reports/compare/table.md").read_text(encoding="utf-8")
+    assert table.count("\n") == len(MODELS) + 2 and "| general_to_specific_stigma |" in table
+    assert (repo / "reports/figures/compare/mcq.png").stat().st_size > 10_000
+
+
 def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):
     repo, _ = first_run
     assert stages_run(dvc(repo, "repro")) == []
@@ -204,11 +233,13 @@ def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):
     assert stages_run(dvc(repo, "status")) == []
     # the base model is the judge and where every recipe starts
     ran = stages_run(dvc(repo, "repro"))
-    assert ran[:2] == ["pretrain", "filter"] and sorted(ran[2:]) == sorted(f"finetune@{r}" for r in RECIPES)
+    assert ran[:2] == ["pretrain", "filter"] and ran[-1] == "compare"
+    assert sorted(ran[2:-1]) == sorted([*(f"finetune@{r}" for r in RECIPES), *EVALUATED])
     metrics = json.loads((repo / "reports/metrics/pretrain.json").read_text())
     assert metrics["tokens_seen"] == 150 * 8 * 64
     params.write_text(params.read_text(encoding="utf-8").replace("n_cases: 6", "n_cases: 5"), encoding="utf-8")
-    assert stages_run(dvc(repo, "repro")) == ["benchmark", "filter"]  # decontamination, vignettes
+    ran = stages_run(dvc(repo, "repro"))  # decontamination; the case questions are evaluated again
+    assert ran[:2] == ["benchmark", "filter"] and sorted(ran[2:-1]) == EVALUATED and ran[-1] == "compare"
 
 
 def test_a_second_clean_run_is_bit_identical(first_run, tmp_path_factory):

@@ -292,3 +292,112 @@ def test_rubric_judge_counts_unparseable_and_pairwise_swaps_positions(tmp_path):
     assert result["outcomes"] == ["a", "b", "b"] and result["unparseable"] == 0
     biased = judge_pairwise([("总选1", "甲", "乙")] * 2, ScriptedJudge(), cache, Decoding())
     assert biased["outcomes"] == ["tie", "tie"] and biased["first_position_share"] == 1.0  # exposed by the swap
+
+
+# ------------------------------------------------------------------ comparison
+def test_holm_adjusts_a_family_of_p_values():
+    from medlab.evaluate.compare import holm
+
+    # sorted 0.01, 0.02, 0.04 with m = 3: 0.03, max(0.03, 0.04) = 0.04, max(0.04, 0.04) = 0.04
+    assert holm([0.04, 0.01, None, 0.02]) == pytest.approx([0.04, 0.03, None, 0.04])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_paired_comparison_uses_only_shared_items_and_keeps_model_names():
+    from medlab.evaluate.compare import compare_models, compare_task, paired_f1
+
+    a = {f"q{i}": [1, 1] for i in range(30)} | {"only_a": [0, 0]}
+    b = {f"q{i}": [int(i < 10), 0] for i in range(30)}  # b right on 10 of the 30 shared
+    result = compare_task("anesthesia_mcq/cloze", a, b, n_boot=500)
+    assert result["n"] == 30 and result["diff"] == pytest.approx(20 / 30)
+    assert result["mcnemar"] == {"only_a": 20, "only_b": 0, "p": pytest.approx(2 * 0.5 ** 20)}
+    assert result["ci"][0] > 0
+    rows = compare_models({"x": {"t/cloze": a}, "y": {"t/cloze": b}}, [("x", "y")], ["t/cloze", "absent"])
+    assert len(rows) == 1 and rows[0]["a"] == "x" and rows[0]["b"] == "y"
+    assert rows[0]["mean_a"] == 1.0 and rows[0]["p_holm"] == rows[0]["p_test"]  # a family of one
+    # NER: the same counts give a zero difference; a model with no true positives loses
+    counts = np.array([[1, 2, 2], [0, 1, 1], [2, 2, 3]], dtype=float)
+    assert paired_f1(counts, counts, 200, 0)["diff"] == 0.0
+    worse = counts.copy()
+    worse[:, 0] = 0
+    assert paired_f1(counts, worse, 200, 0)["diff"] == pytest.approx(2 * 3 / (5 + 6))
+    with pytest.raises(ValueError, match="share no items"):
+        compare_task("anesthesia_mcq/cloze", {"a": [1, 1]}, {"b": [1, 1]})
+
+
+def test_qa_comparison_skips_items_without_gold_entities():
+    from medlab.evaluate.compare import compare_task
+
+    a = {"1": {"grounded": 1, "rouge_l_char": 0.5}, "2": {"grounded": None, "rouge_l_char": 0.2},
+         "3": {"grounded": 0, "rouge_l_char": 0.1}}
+    b = {"1": {"grounded": 0, "rouge_l_char": 0.4}, "2": {"grounded": None, "rouge_l_char": 0.2},
+         "3": {"grounded": 0, "rouge_l_char": 0.1}}
+    result = compare_task("anesthesia_qa", a, b, n_boot=200)
+    assert result["n"] == 2 and result["diff"] == 0.5 and result["mcnemar"]["only_a"] == 1
+    assert result["rouge_l_char"]["n"] == 3 and result["rouge_l_char"]["diff"] == pytest.approx(0.1 / 3)
+
+
+def test_metric_table_marks_what_a_model_lacks():
+    from medlab.evaluate.compare import markdown_table, metric_table
+
+    metrics = {"m1": {"anesthesia_mcq": {"acc": 0.6, "acc_ci": [0.5, 0.7]}},
+               "m2": {"anesthesia_mcq": {"acc": 0.25, "acc_ci": None}, "kb_ner": {"f1": 0.1, "f1_ci": [0.0, 0.2]}}}
+    rows = metric_table(metrics)
+    assert rows[0]["NER F1"] is None and rows[1]["NER F1"] == {"value": 0.1, "ci": [0.0, 0.2]}
+    text = markdown_table(rows)
+    assert "| m1 | 0.600 [0.500, 0.700] | – |" in text and "general MCQ" not in text  # nobody has it
+
+
+# ------------------------------------------------------------------ one model's tasks
+def test_task_store_resumes_finished_tasks_and_never_reuses_stale_ones(tmp_path):
+    from medlab.evaluate.run import TaskStore
+
+    store, calls = TaskStore(tmp_path), []
+
+    def compute():
+        calls.append(1)
+        return {"acc": 0.5}
+
+    key = store.key(model="m#1", ids=["a", "b"], scoring="cloze")
+    assert store.run("mcq", key, compute, log=lambda *_: None) == {"acc": 0.5}
+    assert store.run("mcq", key, compute, log=lambda *_: None) == {"acc": 0.5} and len(calls) == 1
+    for changed in (dict(model="m#2", ids=["a", "b"], scoring="cloze"), dict(model="m#1", ids=["a"], scoring="cloze"),
+                    dict(model="m#1", ids=["a", "b"], scoring="letter")):
+        assert store.key(**changed) != key
+
+
+def test_mcq_set_splits_dev_and_test_and_knows_its_domain(tmp_path):
+    from medlab.evaluate.run import chance_of, mcq_set
+    from medlab.records import write_jsonl
+
+    rows = [McqItem(id=f"r{i}", source="rc", question="？", options={"A": "甲", "B": "乙", "C": "丙"},
+                    answer="AB" if i == 0 else "A", split="dev" if i == 1 else "test") for i in range(5)]
+    write_jsonl(tmp_path / "anesthesia_rc.jsonl", rows)
+    test, dev, domain, skipped = mcq_set(tmp_path / "anesthesia_rc.jsonl")
+    assert [i.id for i in test] == ["r2", "r3", "r4"] and [i.id for i in dev] == ["r1"] and skipped == 1
+    assert domain == "anesthesia" and chance_of(test) == pytest.approx(1 / 3)
+
+
+def test_qa_and_ner_tasks_score_scripted_answers():
+    from medlab.evaluate.ner import NerItem
+    from medlab.evaluate.run import conflicting_objects, ner_sentences, ner_task, qa_task
+    from medlab.records import QaItem
+
+    kb = SimpleNamespace(triples=[SimpleNamespace(predicate="禁食时间", object=o) for o in ("2小时", "4小时", "6小时")])
+    assert conflicting_objects(kb, "禁食时间", ["4小时"]) == ["2小时", "6小时"]
+    qa = [QaItem(id=f"q{i}", source="t", question=f"问题{i}", reference="母乳需提前4小时禁食。",
+                 meta={"predicate": "禁食时间", "objects": ["4小时"]}) for i in range(3)]
+    answers = {"问题0": "提前4小时。", "问题1": "提前4小时或6小时。", "问题2": "不知道。"}
+    out = qa_task(lambda chats: [answers[c[0]["content"]] for c in chats], qa, kb, n_boot=100, seed=0)
+    assert [out["outcomes"][f"q{i}"]["grounded"] for i in range(3)] == [1, 0, 0]  # a conflicting 6小时 is wrong
+    assert out["summary"]["grounded_acc"] == pytest.approx(1 / 3) and out["summary"]["n"] == 3
+    items = [NerItem("s1", "丙泊酚可致低血压。", frozenset({("丙泊酚", "药物"), ("低血压", "症状")})),
+             NerItem("s2", "芬太尼。", frozenset({("芬太尼", "药物")}))]
+    replies = ["丙泊酚|药物\n低血压|疾病", "无"]
+    result = ner_task(lambda chats: replies, items, n_boot=100, seed=0)
+    # 1 true positive, 2 predicted, 3 gold: P 0.5, R 1/3, F1 0.4
+    assert result["summary"]["f1"] == pytest.approx(0.4) and result["outcomes"]["s1"] == [1, 2, 2]
+    docs = [{"id": "d1", "split": "valid", "text": "甲药可致低血压。乙药可致恶心。"},
+            {"id": "d2", "split": "train", "text": "训练用的句子。"}]
+    sentences = ner_sentences(qa[:1], docs)
+    assert sentences == [("q0", "母乳需提前4小时禁食。"), ("d1-s0", "甲药可致低血压。"), ("d1-s1", "乙药可致恶心。")]

@@ -621,6 +621,31 @@ class EvaluateParams(Section):
         return out
 
 
+class CompareParams(Section):
+    baseline: str
+    pairs: list[list[str]]
+    tasks: list[str] = Field(min_length=1)
+    n_boot: int = Field(ge=100)
+    pairwise_judge: bool
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        return [(("pairs", k), f"a pair is two model names, got {pair}") for k, pair in enumerate(self.pairs)
+                if len(pair) != 2 or pair[0] == pair[1]]
+
+
+def compare_problems(params) -> list[tuple[tuple, str]]:
+    """compare.* names every model it compares in evaluate.models."""
+    known = params.evaluate.models
+    out = []
+    if params.compare.baseline not in known:
+        out.append((("compare", "baseline"), f"{params.compare.baseline!r} is not in evaluate.models"))
+    for k, pair in enumerate(params.compare.pairs):
+        for name in pair:
+            if name not in known:
+                out.append((("compare", "pairs", k), f"{name!r} is not in evaluate.models"))
+    return out
+
+
 def unknown_recipe_models(params) -> list[tuple[str, str]]:
     """evaluate.models entries under models/finetune/ naming no recipe: (name, message)."""
     out = []
@@ -646,6 +671,7 @@ class Params(Section):
     filter: FilterParams
     finetune: FinetuneParams
     evaluate: EvaluateParams
+    compare: CompareParams
 
 
 # ------------------------------------------------------------------------ loading
@@ -773,6 +799,8 @@ def validate_params(doc: CommentedMap, filename: str = "params.yaml",
         emit(("finetune", "train", "max_length"), why)
     for name, why in unknown_recipe_models(params):
         emit(("evaluate", "models", name), why)
+    for loc, why in compare_problems(params):
+        emit(loc, why)
     if lines:
         raise ConfigError("\n".join(lines))
     return params

@@ -7,9 +7,10 @@ a right entity with the wrong type is both a false positive and a false negative
 
 Sources:
 
-* ``kb_sentences``: our own small set — held-out benchmark sentences (reference answers
-  of the QA benchmark) annotated by longest match against the knowledge base's entity
-  names, which is exact here because the sentences were rendered from those names;
+* ``kb_sentences``: our own small set — sentences no model trained on (reference answers
+  of the QA benchmark, then held-out corpus paragraphs; ``medlab.evaluate.run.ner_sentences``)
+  annotated by longest match against the knowledge base's entity names, which is exact
+  here because the sentences were rendered from those names;
 * ``cmeee``: CMeEE / CMeEE-V2 JSON (``[{text, entities: [{start_idx, end_idx, type, entity}]}]``);
 * ``promptcblue``: PromptCBLUE JSONL NER items (``{input, target, task_type: "ner"}``,
   target lines ``上述句子中的疾病实体：甲，乙`` or ``...：无``).

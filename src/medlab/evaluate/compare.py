@@ -1,0 +1,179 @@
+"""Models compared on the same items: the model x metric table and paired tests.
+
+Every ``evaluate@<model>`` stage saves per-item outcomes (``data/evaluate/<model>/
+outcomes.json``), keyed by task (``anesthesia_mcq/cloze``, ``anesthesia_qa``,
+``kb_ner``, ...) and item id. A comparison of models a and b on a task uses only the
+items both answered, and treats each item as the unit that is resampled:
+
+* MCQ (0/1 per item): difference of accuracies with a paired-bootstrap 95% CI, and the
+  exact McNemar test on the discordant items;
+* QA: grounded correctness the same way (items with gold entities only), and ROUGE-L
+  (characters) by paired bootstrap;
+* NER: difference of micro-F1, bootstrapping sentences (each contributes its true
+  positives, predicted and gold counts to both models' F1 at once).
+
+Many comparisons are made at once, so p-values are also given Holm-adjusted over the
+whole family (``holm``): a "significant" row then holds at 5% family-wise error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from medlab.stats import mcnemar, paired_bootstrap
+
+
+def task_kind(task: str) -> str:
+    """mcq | qa | ner, from an outcomes key."""
+    if task.endswith("_qa"):
+        return "qa"
+    if task.endswith("ner") or task.startswith("ner"):
+        return "ner"
+    return "mcq"
+
+
+def _common(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
+    return [k for k in a if k in b]
+
+
+def micro_f1_of(counts: np.ndarray) -> float:
+    """counts: rows of (true positives, predicted, gold)."""
+    tp, n_pred, n_gold = counts.sum(0)
+    return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0
+
+
+def paired_f1(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Micro-F1(a) - micro-F1(b) over the same sentences, with a paired-bootstrap CI and p."""
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    diffs = []
+    for _ in range(n_boot):
+        index = rng.integers(0, n, n)
+        diffs.append(micro_f1_of(a[index]) - micro_f1_of(b[index]))
+    diffs = np.array(diffs)
+    p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())) if n_boot else None
+    lo, hi = (np.quantile(diffs, [0.025, 0.975]) if n_boot else (np.nan, np.nan))
+    return {"diff": micro_f1_of(a) - micro_f1_of(b), "ci": [float(lo), float(hi)], "p": p, "n": n}
+
+
+def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison of two models' outcomes on one task (a - b)."""
+    ids = _common(a, b)
+    if not ids:
+        raise ValueError(f"{task}: the two models share no items")
+    kind = task_kind(task)
+    if kind == "mcq":  # outcome = [correct as written, correct under every rotation]
+        x = np.array([a[i][0] for i in ids], dtype=float)
+        y = np.array([b[i][0] for i in ids], dtype=float)
+        out = paired_bootstrap(x, y, n_boot=n_boot, seed=seed)
+        out["mcnemar"] = mcnemar(x, y)
+        out["metric"] = "acc"
+        out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
+        return out
+    if kind == "qa":
+        graded = [i for i in ids if a[i]["grounded"] is not None and b[i]["grounded"] is not None]
+        x = np.array([a[i]["grounded"] for i in graded], dtype=float)
+        y = np.array([b[i]["grounded"] for i in graded], dtype=float)
+        out = paired_bootstrap(x, y, n_boot=n_boot, seed=seed)
+        out["mcnemar"] = mcnemar(x, y)
+        out["metric"] = "grounded_acc"
+        out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
+        rx = np.array([a[i]["rouge_l_char"] for i in ids])
+        ry = np.array([b[i]["rouge_l_char"] for i in ids])
+        out["rouge_l_char"] = paired_bootstrap(rx, ry, n_boot=n_boot, seed=seed)
+        return out
+    x = np.array([a[i] for i in ids], dtype=float)
+    y = np.array([b[i] for i in ids], dtype=float)
+    out = paired_f1(x, y, n_boot, seed)
+    out["metric"] = "micro_f1"
+    out["mean_a"], out["mean_b"] = micro_f1_of(x), micro_f1_of(y)
+    return out
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None stays None): sort ascending, multiply the
+    k-th smallest by (m - k), keep the sequence monotone, cap at 1."""
+    known = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    m = len(known)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for k, (p, i) in enumerate(sorted(known)):
+        running = max(running, min(1.0, (m - k) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def decisive_p(result: dict) -> float | None:
+    """The p-value a comparison is judged by: McNemar's where there is one (0/1
+    outcomes), else the paired bootstrap's."""
+    return result["mcnemar"]["p"] if "mcnemar" in result else result.get("p")
+
+
+def compare_models(outcomes: Mapping[str, Mapping[str, Mapping]], pairs: Sequence[tuple[str, str]],
+                   tasks: Sequence[str], n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Every pair on every task both models have; p-values Holm-adjusted over all rows."""
+    rows = []
+    for a, b in pairs:
+        for task in tasks:
+            if task in outcomes[a] and task in outcomes[b]:
+                rows.append({"a": a, "b": b, "task": task,
+                             **compare_task(task, outcomes[a][task], outcomes[b][task], n_boot, seed)})
+    for row, adjusted in zip(rows, holm([decisive_p(r) for r in rows]), strict=True):
+        row["p_test"] = decisive_p(row)
+        row["p_holm"] = adjusted
+    return rows
+
+
+# ------------------------------------------------------------------------ the table
+COLUMNS = {  # column name -> (path in the metrics file, CI path or None)
+    "anesthesia MCQ": (("anesthesia_mcq", "acc"), ("anesthesia_mcq", "acc_ci")),
+    "anesthesia MCQ, options shown, rotation-consistent": (
+        ("anesthesia_mcq", "scorings", "option_text", "acc_rotation"),
+        ("anesthesia_mcq", "scorings", "option_text", "acc_rotation_ci")),
+    "general MCQ": (("general_mcq", "acc"), ("general_mcq", "acc_ci")),
+    "case MCQ": (("anesthesia_rc", "acc"), ("anesthesia_rc", "acc_ci")),
+    "MCQ by generation: no answer": (("anesthesia_mcq", "scorings", "generation", "no_answer_rate"), None),
+    "QA grounded": (("anesthesia_qa", "grounded_acc"), ("anesthesia_qa", "grounded_acc_ci")),
+    "QA ROUGE-L (char)": (("anesthesia_qa", "rouge_l_char"), None),
+    "QA BLEU": (("anesthesia_qa", "bleu"), None),
+    "NER F1": (("kb_ner", "f1"), ("kb_ner", "f1_ci")),
+}
+
+
+def _get(metrics: Mapping, path: Sequence[str]):
+    for key in path:
+        if not isinstance(metrics, Mapping) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def metric_table(metrics: Mapping[str, Mapping], columns: Mapping = COLUMNS) -> list[dict]:
+    """One row per model: {"model", column: {"value", "ci"} or None}."""
+    rows = []
+    for model, m in metrics.items():
+        row: dict = {"model": model}
+        for name, (path, ci_path) in columns.items():
+            value = _get(m, path)
+            row[name] = None if value is None else {"value": value, "ci": _get(m, ci_path) if ci_path else None}
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict], digits: int = 3) -> str:
+    """The table as Markdown: value [lo, hi]; columns no model has are dropped."""
+    names = [c for c in rows[0] if c != "model" and any(r[c] is not None for r in rows)]
+
+    def cell(v):
+        if v is None:
+            return "–"
+        text = f"{v['value']:.{digits}f}" if isinstance(v["value"], float) else str(v["value"])
+        if v["ci"]:
+            text += f" [{v['ci'][0]:.{digits}f}, {v['ci'][1]:.{digits}f}]"
+        return text
+
+    lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += ["| " + r["model"] + " | " + " | ".join(cell(r[c]) for c in names) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,245 @@
+"""One model's evaluation, task by task: what an ``evaluate@<model>`` stage computes.
+
+Tasks: MCQ per set and scoring (log-likelihood; ``medlab.evaluate.mcq``), MCQ in
+generation mode, open QA (greedy; ``text_metrics``), NER (``ner``) and, when a judge is
+configured, the rubric judge on the QA answers (``judges``).
+
+Resume: every finished task is saved at once under
+``.cache/medlab/evaluate/<model>/<task>-<key>.json``, the key hashing the model's
+fingerprint (weight files' sizes and mtimes), the task's settings and its item ids;
+generations go through the crash-proof LLM call cache. A crash or Ctrl-C loses at most
+the task in flight (and of a generation task, only the batch in flight); a rerun
+reuses the rest. Any change of model, items or settings changes the key: nothing stale
+is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medlab.evaluate import mcq, ner, text_metrics
+from medlab.llm.base import ChatRequest, Decoding
+from medlab.llm.cache import CallCache, generate_cached
+from medlab.records import McqItem, QaItem, atomic_write_text, read_jsonl
+from medlab.stats import mean_ci
+
+# The domain word of the MCQ instruction ("以下是{domain}单项选择题"), per item domain.
+DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general": "医学", "auto": "医学"}
+
+
+@dataclass
+class Subject:
+    """The model under evaluation."""
+
+    name: str
+    path: Path
+    layout: str  # plain | chat: how MCQ prompts are rendered for it
+    model: object
+    tokenizer: object
+    fingerprint: str
+
+
+def load_subject(name: str, path: str, root: Path, plain_models: Sequence[str]) -> Subject:
+    """Load a model directory: a merged model, an adapter + base (medlab_adapter.json) or
+    the pointer the pretrain stage writes for a real base model."""
+    from medlab.finetune.run import load_finetuned
+    from medlab.llm.hf import model_fingerprint
+    from medlab.train.model import ModelLoadError, load_model_and_tokenizer, resolve_base
+
+    directory = Path(path) if Path(path).is_absolute() else root / path
+    if not directory.is_dir():
+        raise ModelLoadError(f"evaluate.models.{name}: {directory} is not a directory (run the stage that writes it)")
+    if (directory / "medlab_adapter.json").is_file() or (directory / "model.safetensors").is_file():
+        model, tokenizer = load_finetuned(directory)
+        weights = directory
+    else:
+        kwargs = resolve_base(directory)
+        weights = Path(kwargs["pretrained_model_name_or_path"])
+        model, tokenizer = load_model_and_tokenizer(str(weights), kwargs.get("revision", "main"),
+                                                    kwargs["trust_remote_code"])
+    model.eval()
+    layout = "plain" if name in plain_models else "chat"
+    if layout == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(f"evaluate.models.{name}: {directory} has no chat template; "
+                             f"add it to evaluate.plain_models to prompt it as plain text")
+    return Subject(name, directory, layout, model, tokenizer, model_fingerprint(str(weights)))
+
+
+class TaskStore:
+    """Finished tasks of one model, keyed by what determines their result."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    @staticmethod
+    def key(**what) -> str:
+        blob = json.dumps(what, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _path(self, task: str, key: str) -> Path:
+        return self.directory / f"{task}-{key}.json"
+
+    def load(self, task: str, key: str) -> dict | None:
+        path = self._path(task, key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save(self, task: str, key: str, result: dict) -> dict:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self._path(task, key), json.dumps(result, ensure_ascii=False))
+        return result
+
+    def run(self, task: str, key: str, compute: Callable[[], dict], log=print) -> dict:
+        done = self.load(task, key)
+        if done is not None:
+            log(f"[{task}] reused (finished in an earlier run)")
+            return done
+        return self.save(task, key, compute())
+
+
+# ------------------------------------------------------------------------ items
+def mcq_set(path: Path, limit: int = 0) -> tuple[list[McqItem], list[McqItem], str, int]:
+    """A set's test items (first ``limit``; 0 = all), its dev items (few-shot pool), its
+    domain and how many multi-answer items were left out (log-likelihood picks one)."""
+    path = Path(path)
+    items = read_jsonl(path, McqItem)
+    test, skipped = mcq.single_answer([i for i in items if i.split != "dev"])
+    dev, _ = mcq.single_answer([i for i in items if i.split == "dev"])
+    if limit:
+        test = test[:limit]
+    if not test:
+        raise ValueError(f"{path}: no single-answer test items")
+    # the item's own domain, else the set's name (anesthesia_rc: vignettes carry none)
+    fallback = "anesthesia" if path.stem.startswith("anesthesia") else "general_medicine"
+    domain = (test[0].meta or {}).get("domain", fallback)
+    return test, dev, domain, skipped
+
+
+def chance_of(items: Sequence[McqItem]) -> float:
+    """Expected accuracy of a uniform guess: mean over items of 1 / number of options."""
+    return float(np.mean([1 / len(i.options) for i in items]))
+
+
+def ner_sentences(qa_items: Sequence[QaItem], corpus_docs: Sequence[dict]) -> list[tuple[str, str]]:
+    """(id, sentence) pairs for our NER set: QA reference answers, then the sentences of
+    held-out (``valid``) corpus paragraphs — text no model trained on."""
+    out = [(q.id, q.reference) for q in qa_items]
+    for doc in corpus_docs:
+        if doc.get("split") == "valid":
+            for k, sentence in enumerate(s for s in re.split(r"(?<=。)", doc["text"]) if len(s) > 4):
+                out.append((f"{doc['id']}-s{k}", sentence))
+    return out
+
+
+def conflicting_objects(kb, predicate: str, gold: Sequence[str]) -> list[str]:
+    """Objects the knowledge base gives for ``predicate`` of any subject, minus the gold:
+    same-type answers that contradict the fact if named instead of (or beside) it."""
+    gold_set = set(gold)
+    return sorted({t.object for t in kb.triples if t.predicate == predicate} - gold_set)
+
+
+# ------------------------------------------------------------------------ generation
+def generator(subject: Subject, cache: CallCache, batch_size: int, max_new_tokens: int, label: str):
+    """``generate(list of chats) -> texts``: greedy, batched, every answer cached."""
+    from medlab.llm.hf import HFBackend
+
+    backend = HFBackend(str(subject.path), batch_size, model=subject.model, tokenizer=subject.tokenizer)
+    backend.model = subject.fingerprint
+    decoding = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
+
+    def generate(chats: Sequence[list[dict]]) -> list[str]:
+        requests = [ChatRequest.of(list(c), decoding) for c in chats]
+        return [c.text for c in generate_cached(backend, requests, cache, label=label)]
+
+    return generate
+
+
+# ------------------------------------------------------------------------ tasks
+def mcq_task(subject: Subject, items: Sequence[McqItem], shots: Sequence[McqItem], domain: str, scoring: str,
+             batch_size: int, n_boot: int, seed: int, progress=None) -> dict:
+    """One set under one log-likelihood scoring: summary (acc and acc_norm families),
+    per-category accuracy and per-item outcomes (for paired comparisons)."""
+    if subject.layout == "chat":
+        subject.tokenizer.padding_side = "right"  # the generation backend may have set left
+    results = mcq.score_loglik(subject.model, subject.tokenizer, items, shots, scoring=scoring,
+                               layout=subject.layout, domain=DOMAIN_WORD.get(domain, "医学"),
+                               batch_size=batch_size, progress=progress)
+    chance = chance_of(items)
+    summary = mcq.summarise(results, chance, n_boot=n_boot, seed=seed)
+    normed = mcq.summarise(results, chance, norm=True, n_boot=n_boot, seed=seed)
+    summary.update({f"{k}_norm": normed[k] for k in ("acc", "acc_ci", "acc_rotation", "acc_rotation_ci")})
+    return {"summary": summary, "by_category": mcq.by_category(results),
+            "outcomes": mcq.item_outcomes(results), "outcomes_norm": mcq.item_outcomes(results, norm=True)}
+
+
+def mcq_generation_task(generate, items: Sequence[McqItem], shots: Sequence[McqItem], domain: str,
+                        n_boot: int, seed: int) -> dict:
+    """The set asked as chats, answers parsed; unparseable answers are wrong and counted."""
+    results = mcq.score_generation(generate, items, shots, domain=DOMAIN_WORD.get(domain, "医学"))
+    summary = mcq.summarise(results, chance_of(items), n_boot=n_boot, seed=seed)
+    return {"summary": summary, "outcomes": mcq.item_outcomes(results),
+            "answers": {r.item.id: r.extracted[0] for r in results}}
+
+
+def qa_task(generate, items: Sequence[QaItem], kb, n_boot: int, seed: int) -> dict:
+    """Greedy answers scored against the references, and the grounded-correctness check."""
+    answers = generate([[{"role": "user", "content": q.question}] for q in items])
+    references = [q.reference for q in items]
+    grounded, per_item = [], {}
+    for q, answer in zip(items, answers, strict=True):
+        gold = list(q.gold or (q.meta or {}).get("objects") or [])
+        ok = None
+        if gold:
+            ok = text_metrics.grounded_correct(answer, gold, conflicting_objects(kb, q.meta["predicate"], gold))
+            grounded.append(float(ok))
+        per_item[q.id] = {"grounded": None if ok is None else int(ok),
+                          "rouge_l_char": text_metrics.rouge_l(answer, q.reference, "char")}
+    rouge_char = [v["rouge_l_char"] for v in per_item.values()]
+    rouge_word = [text_metrics.rouge_l(a, r, "word") for a, r in zip(answers, references, strict=True)]
+    grounded_ci = mean_ci(grounded, n_boot=n_boot, seed=seed) if grounded else None
+    summary = {"n": len(items), "bleu": text_metrics.bleu(answers, references),
+               "rouge_l_char": float(np.mean(rouge_char)), "rouge_l_word": float(np.mean(rouge_word)),
+               "distinct_1": text_metrics.distinct_n(answers, 1), "distinct_2": text_metrics.distinct_n(answers, 2),
+               "grounded_acc": grounded_ci["mean"] if grounded_ci else None,
+               "grounded_acc_ci": grounded_ci["ci"] if grounded_ci else None, "grounded_n": len(grounded),
+               "mean_answer_chars": float(np.mean([len(a) for a in answers]))}
+    return {"summary": summary, "outcomes": per_item,
+            "answers": [{"id": q.id, "question": q.question, "reference": q.reference, "answer": a}
+                        for q, a in zip(items, answers, strict=True)]}
+
+
+def ner_task(generate, items: Sequence[ner.NerItem], n_boot: int, seed: int) -> dict:
+    """Entities extracted by generation; micro-F1 over (entity, type) pairs, bootstrap CI
+    over sentences."""
+    from medlab.stats import bootstrap_ci
+
+    answers = generate([ner.prompt(i) for i in items])
+    predicted = [ner.parse_entities(a, i.types) for a, i in zip(answers, items, strict=True)]
+    scores = ner.micro_f1([i.gold for i in items], predicted)
+    counts = np.array([[len(p & i.gold), len(p), len(i.gold)] for p, i in zip(predicted, items, strict=True)],
+                      dtype=float)
+
+    def f1(rows):
+        tp, n_pred, n_gold = rows.sum(0)
+        return 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0
+
+    ci = bootstrap_ci(f1, counts, n_boot=n_boot, seed=seed) if n_boot else None
+    return {"summary": {"n": len(items), **scores, "f1_ci": list(ci) if ci else None},
+            "outcomes": {i.id: [int(c[0]), int(c[1]), int(c[2])] for i, c in zip(items, counts, strict=True)},
+            "answers": [{"id": i.id, "text": i.text, "gold": sorted(i.gold), "predicted": sorted(p), "answer": a}
+                        for i, p, a in zip(items, predicted, answers, strict=True)]}
+
+
+def rubric_summary(scores: Sequence[dict | None], n_boot: int, seed: int) -> dict:
+    """Mean and CI per rubric dimension over the answers the judge graded."""
+    graded = [s for s in scores if s is not None]
+    out: dict = {"n": len(scores), "graded": len(graded), "unparseable": len(scores) - len(graded)}
+    for dim in (graded[0] if graded else {}):
+        out[dim] = mean_ci([s[dim] for s in graded], n_boot=n_boot, seed=seed)
+    return out
