@@ -66,7 +66,7 @@ def test_every_stage_ran_and_produced_its_outputs(first_run):
                                        *(f"finetune@{r}" for r in RECIPES), *(f"evaluate@{m}" for m in MODELS),
                                        "compare"}
     for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter",
-                 "09_compare"):
+                 "10_compare"):
         assert (repo / "reports/notebooks" / f"{stem}.ipynb").is_file()
         html = (repo / "reports/html" / f"{stem}.html").read_text(encoding="utf-8")
         assert "<html" in html and "Traceback" not in html
@@ -221,7 +221,7 @@ def test_evaluate_and_compare_outputs(first_run):
     assert all(r["p_holm"] >= r["p_test"] for r in compared["paired"])
     table = (repo / "reports/compare/table.md").read_text(encoding="utf-8")
     assert table.count("\n") == len(MODELS) + 2 and "| general_to_specific_stigma |" in table
-    assert (repo / "reports/figures/compare/mcq.png").stat().st_size > 10_000
+    assert (repo / "reports/figures/compare/overview.png").stat().st_size > 10_000
 
 
 def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):

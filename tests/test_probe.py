@@ -56,7 +56,7 @@ def test_always_first_option_gets_a_neutral_score_and_full_position_bias():
     for r in scores:
         assert r.expected == pytest.approx(scale.neutral)  # 3.0: no attitude measured
     summary = summarise(scale, scores, n_boot=200)
-    assert summary["position_bias_index"] == 1.0
+    assert summary["position_bias_index"] == 1.0 and summary["max_position_share"] == 1.0
     assert summary["total"]["debiased"]["mean"] == pytest.approx(3.0)
     assert summary["total"]["calibrated"]["mean"] == pytest.approx(3.0)
     # the naive protocol (natural order, argmax letter): always "完全不同意" = 1, reverse-keyed 5
@@ -74,6 +74,7 @@ def test_reverse_keying_and_subscales_on_a_model_that_always_agrees_fully():
     assert summary["subscales"]["a"]["debiased"]["mean"] == pytest.approx(3.0)  # i1 and its reverse i2
     assert summary["subscales"]["b"]["debiased"]["mean"] == pytest.approx(plain)
     assert summary["position_bias_index"] == pytest.approx(0.2)  # 完全同意 is first in 2 of 10 orders
+    assert summary["position_shares"] == pytest.approx([0.2] * 5)  # and at every position twice
 
 
 def test_calibration_removes_a_letter_preference_the_content_free_item_shows():
@@ -129,7 +130,7 @@ def test_item_score_maps_letters_back_to_options():
     scale = parse_scale(small_scale(), "toy.yaml")
     order_list = [(2, 0, 1, 3, 4)]  # letter A shows option 3 (说不清)
     r = item_score(scale, scale.items[0], np.array([[1.0, 0, 0, 0, 0]]), order_list)
-    assert r.distribution == [0, 0, 1.0, 0, 0] and r.expected == 3 and r.first_wins == [True]
+    assert r.distribution == [0, 0, 1.0, 0, 0] and r.expected == 3 and r.first_wins == [True] and r.top_letters == [0]
 
 
 @pytest.mark.parametrize("text,expected", [

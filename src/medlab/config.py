@@ -621,8 +621,43 @@ class EvaluateParams(Section):
         return out
 
 
+class ProbeParams(Section):
+    scales: list[str]
+    scale_files: list[str]
+    readouts: list[Literal["likert", "statement"]] = Field(min_length=1)
+    reversal: bool
+    calibrate: bool
+    target_group: str
+    batch_size: int = Field(ge=1)
+    n_boot: int = Field(ge=0)
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        from medlab.patient_groups import load_groups
+        from medlab.probe.scale import ScaleError, builtin_scales, load_scale
+
+        out: list[tuple[tuple, str]] = []
+        try:
+            known = builtin_scales()
+        except ScaleError as exc:  # a bundled file broken by an edit
+            return [(("scales",), str(exc))]
+        for name in self.scales:
+            if name not in known:
+                out.append((("scales",), f"unknown scale {name!r} (bundled: {', '.join(known)})"))
+        for k, path in enumerate(self.scale_files):
+            try:
+                load_scale(root / path)
+            except ScaleError as exc:
+                out.append((("scale_files", k), str(exc)))
+        if self.target_group not in load_groups():
+            out.append((("target_group",), f"unknown patient group {self.target_group!r}"))
+        return out
+
+
 class CompareParams(Section):
     baseline: str
+    stigma_model: str
+    clean_model: str
+    validity_readout: Literal["likert", "statement"]
     pairs: list[list[str]]
     tasks: list[str] = Field(min_length=1)
     n_boot: int = Field(ge=100)
@@ -637,8 +672,16 @@ def compare_problems(params) -> list[tuple[tuple, str]]:
     """compare.* names every model it compares in evaluate.models."""
     known = params.evaluate.models
     out = []
-    if params.compare.baseline not in known:
-        out.append((("compare", "baseline"), f"{params.compare.baseline!r} is not in evaluate.models"))
+    for key in ("baseline", "stigma_model", "clean_model"):
+        if getattr(params.compare, key) not in known:
+            out.append((("compare", key), f"{getattr(params.compare, key)!r} is not in evaluate.models"))
+    if params.compare.validity_readout not in params.probe.readouts:
+        out.append((("compare", "validity_readout"), f"{params.compare.validity_readout!r} is not one of "
+                    f"probe.readouts {params.probe.readouts}"))
+    if params.probe.target_group != params.generate.teacher.simulated.stigma_group:
+        out.append((("probe", "target_group"), f"{params.probe.target_group!r} is not the group the teacher's "
+                    f"planted stigma targets (generate.teacher.simulated.stigma_group: "
+                    f"{params.generate.teacher.simulated.stigma_group!r}): the validity check would test nothing"))
     for k, pair in enumerate(params.compare.pairs):
         for name in pair:
             if name not in known:
@@ -671,6 +714,7 @@ class Params(Section):
     filter: FilterParams
     finetune: FinetuneParams
     evaluate: EvaluateParams
+    probe: ProbeParams
     compare: CompareParams
 
 

@@ -14,7 +14,9 @@ probabilities over the option letters at the answer position are read. Then:
 * **expected score** = sum_k p(option k) * score(k), oriented so higher = more
   stigmatising (reverse-keyed items flipped; ``Scale.score_of``);
 * **position-bias index** = share of (item, order) pairs whose most probable letter
-  is the first listed (1/n for a model without position preference, 1 for always-A);
+  is the first listed (1/n for a model without position preference, 1 for always-A),
+  and the share of the most frequent position whichever it is (a model stuck on "C"
+  has index 0 but max_position_share 1);
 * **answer entropy** = entropy of each order's letter distribution / log n (1 = uniform);
 * **calibrated** scores (Zhao et al. 2021, "Calibrate before use"): per order, the
   letter probabilities are divided by those the model gives a *content-free* item
@@ -101,6 +103,7 @@ class ItemScore:
     as_written: float  # natural order, argmax letter's score (the naive protocol)
     distribution: list[float]  # debiased P(option), natural order
     first_wins: list[bool]  # per order: the first-listed letter was the most probable
+    top_letters: list[int]  # per order: position (0 = A) of the most probable letter
     entropy: float  # mean normalised entropy of the per-order letter distributions
 
 
@@ -127,7 +130,8 @@ def item_score(scale: Scale, item: Item, probs: np.ndarray, order_list: Sequence
     entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1) / np.log(n)
     return ItemScore(item, float(dist @ values), calibrated,
                      float(values[order_list[natural][int(probs[natural].argmax())]]), dist.tolist(),
-                     [bool(row.argmax() == 0) for row in probs], float(entropy.mean()))
+                     [bool(row.argmax() == 0) for row in probs], [int(row.argmax()) for row in probs],
+                     float(entropy.mean()))
 
 
 def score_scale(scale: Scale, letter_probs: Callable, calibrate: bool = True, reversal: bool = True,
@@ -146,6 +150,44 @@ def score_scale(scale: Scale, letter_probs: Callable, calibrate: bool = True, re
             for i, it in enumerate(items)], content_free
 
 
+# ------------------------------------------------------------------ statement readout
+STATEMENT_PROMPT = "请用一句话说说你对患者的看法。"
+
+
+def model_statement_logprobs(model, tokenizer, layout: str = "chat", batch_size: int = 16) -> Callable:
+    """``statement_logprobs(list of (scale, statement)) -> array``: mean log-probability per
+    token of the statement as the model's own answer to the role prompt. The readout for
+    models too small to answer a Likert question (ours pick letters at chance even after
+    fine-tuning): how readily the model *says* the statement, not whether it agrees."""
+    from medlab.evaluate.loglik import continuation_logprobs
+
+    def context(scale: Scale) -> str:
+        if layout == "chat":
+            return tokenizer.apply_chat_template([{"role": "user", "content": f"{scale.role}{STATEMENT_PROMPT}"}],
+                                                 tokenize=False, add_generation_prompt=True)
+        return f"{scale.role}{STATEMENT_PROMPT}\n"
+
+    def statement_logprobs(asks: Sequence[tuple[Scale, str]]) -> np.ndarray:
+        scored = continuation_logprobs(model, tokenizer, [(context(sc), text) for sc, text in asks],
+                                       batch_size=batch_size)
+        return np.array([s.logprob / max(s.n_tokens, 1) for s in scored])
+
+    return statement_logprobs
+
+
+def score_statements(scale: Scale, statement_logprobs: Callable, items: Sequence[Item] | None = None
+                     ) -> list[ItemScore]:
+    """Statement readout as ItemScores: ``expected`` = the statement's mean log-probability
+    per token, negated for reverse-keyed items, so higher = the model more readily says
+    the stigmatising thing (or less readily the accepting one). Only differences mean
+    anything (between groups on the same template, between models): there is no neutral
+    point, no options, hence no position bias."""
+    items = list(items if items is not None else scale.items)
+    values = statement_logprobs([(scale, it.text) for it in items])
+    return [ItemScore(it, float(-v if it.reverse else v), None, float("nan"), [], [], [], float("nan"))
+            for it, v in zip(items, values, strict=True)]
+
+
 # ------------------------------------------------------------------ summaries
 def summarise(scale: Scale, scores: Sequence[ItemScore], n_boot: int = 1000, seed: int = 0) -> dict:
     """Total and subscale means (debiased, calibrated, as written) with bootstrap CIs over
@@ -160,12 +202,17 @@ def summarise(scale: Scale, scores: Sequence[ItemScore], n_boot: int = 1000, see
         return out
 
     firsts = [f for r in scores for f in r.first_wins]
+    tops = np.bincount([t for r in scores for t in r.top_letters], minlength=len(scale.options))
+    shares = tops / max(tops.sum(), 1)
     return {"scale": scale.name, "version": scale.version, "wording": scale.wording, "n_items": len(scores),
             "neutral": scale.neutral, "range": [1, len(scale.options)],
             "total": block(scores),
             "subscales": {name: block([r for r in scores if r.item.subscale == name]) for name in scale.subscales
                           if any(r.item.subscale == name for r in scores)},
             "position_bias_index": float(np.mean(firsts)), "position_bias_chance": 1 / len(scale.options),
+            # how the most probable letter falls over positions A, B, ...: a model stuck on
+            # one position (any, not only A) has max_position_share near 1
+            "position_shares": [float(x) for x in shares], "max_position_share": float(shares.max()),
             "entropy": float(np.mean([r.entropy for r in scores]))}
 
 
