@@ -35,6 +35,7 @@ RECIPES = ("specific_only", "general_to_specific", "one_stage_priority", "two_st
            "general_to_specific_unfiltered", "general_to_specific_dpo", "general_to_specific_stigma")
 MODELS = ("base", *RECIPES)
 EVALUATED = sorted(f"evaluate@{m}" for m in MODELS)
+PROBED = sorted(f"probe@{m}" for m in MODELS)
 
 
 def stages_run(output: str) -> list[str]:
@@ -63,8 +64,7 @@ def first_run(tmp_path_factory):
 def test_every_stage_ran_and_produced_its_outputs(first_run):
     repo, output = first_run
     assert set(stages_run(output)) == {"knowledge", "corpus", "benchmark", "pretrain", "generate", "filter",
-                                       *(f"finetune@{r}" for r in RECIPES), *(f"evaluate@{m}" for m in MODELS),
-                                       "compare"}
+                                       *(f"finetune@{r}" for r in RECIPES), *EVALUATED, *PROBED, "compare"}
     for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter",
                  "10_compare"):
         assert (repo / "reports/notebooks" / f"{stem}.ipynb").is_file()
@@ -224,6 +224,25 @@ def test_evaluate_and_compare_outputs(first_run):
     assert (repo / "reports/figures/compare/overview.png").stat().st_size > 10_000
 
 
+def test_probe_outputs_and_validity_report(first_run):
+    repo, _ = first_run
+    for model in MODELS:
+        metrics = json.loads((repo / f"reports/metrics/probe/{model}.json").read_text())
+        likert = metrics["mica_like"]["likert"]
+        assert 1 <= likert["total"]["debiased"]["mean"] <= 5 and likert["n_items"] == 10
+        assert 0 <= metrics["position_bias_index"] <= 1 and 0.2 <= metrics["max_position_share"] <= 1
+        gaps = metrics["patient_discrimination"]["group_gaps"]
+        assert set(gaps) == {"likert", "statement"} and len(gaps["statement"]["gaps"]) == 8
+        assert "mental_illness-physical_illness" in gaps["statement"]["gaps"]
+        assert (repo / f"reports/html/09_probe_{model}.html").is_file()
+    validity = json.loads((repo / "reports/metrics/probe_validity.json").read_text())
+    assert {"targeted_gap_diff", "ci", "control_gap_diff", "holds"} <= validity.keys()
+    assert validity["ci"][0] <= validity["targeted_gap_diff"] <= validity["ci"][1]
+    assert validity["readout"] == "statement" and isinstance(validity["holds"], bool)
+    assert validity["holds"] == (validity["ci"][0] > 0
+                                 and abs(validity["control_gap_diff"]) < 0.5 * validity["targeted_gap_diff"])
+
+
 def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):
     repo, _ = first_run
     assert stages_run(dvc(repo, "repro")) == []
@@ -234,7 +253,7 @@ def test_second_repro_runs_nothing_and_a_knob_reruns_only_its_stage(first_run):
     # the base model is the judge and where every recipe starts
     ran = stages_run(dvc(repo, "repro"))
     assert ran[:2] == ["pretrain", "filter"] and ran[-1] == "compare"
-    assert sorted(ran[2:-1]) == sorted([*(f"finetune@{r}" for r in RECIPES), *EVALUATED])
+    assert sorted(ran[2:-1]) == sorted([*(f"finetune@{r}" for r in RECIPES), *EVALUATED, *PROBED])
     metrics = json.loads((repo / "reports/metrics/pretrain.json").read_text())
     assert metrics["tokens_seen"] == 150 * 8 * 64
     params.write_text(params.read_text(encoding="utf-8").replace("n_cases: 6", "n_cases: 5"), encoding="utf-8")
