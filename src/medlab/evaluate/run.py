@@ -30,6 +30,10 @@ from medlab.llm.cache import CallCache, generate_cached
 from medlab.records import McqItem, QaItem, atomic_write_text, read_jsonl
 from medlab.stats import mean_ci
 
+# Part of every cached task's key: bump it when what a task result holds changes, so a
+# rerun never reuses a result computed by older code.
+RESULT_VERSION = 1
+
 # The domain word of the MCQ instruction ("以下是{domain}单项选择题"), per item domain.
 DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general": "医学", "auto": "医学"}
 
@@ -80,6 +84,7 @@ class TaskStore:
 
     @staticmethod
     def key(**what) -> str:
+        """Hash of everything that determines a result (the caller's settings and ids)."""
         blob = json.dumps(what, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

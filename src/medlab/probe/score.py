@@ -40,6 +40,9 @@ import numpy as np
 
 from medlab.probe.scale import Item, Scale
 
+# Part of every cached probe result's key: bump it when what a result holds changes, so
+# a rerun never reuses a result computed by older code.
+RESULT_VERSION = 2
 LETTERS = "ABCDEFG"
 CONTENT_FREE = "（无）"
 ANSWER_CUE = "请只回答选项字母。"
