@@ -182,3 +182,21 @@ def test_load_scale_reports_missing_and_invalid_files(tmp_path):
     missing.write_text("name: x\n", encoding="utf-8")
     with pytest.raises(ScaleError, match="missing.yaml: version: missing key"):
         load_scale(missing)
+
+
+def test_generated_answers_score_per_order_and_count_refusals():
+    from medlab.probe.score import LETTERS, orders, score_generated
+
+    scale = parse_scale(small_scale(), "toy.yaml")
+    order_list = orders(5)
+    item = scale.items[1]  # reverse-keyed: 完全同意 scores 1
+
+    def says(order, text):  # the letter under which ``text`` is shown in ``order``
+        return LETTERS[[scale.options[k] for k in order].index(text)]
+
+    answers = [f"答案：{says(o, '完全同意')}" for o in order_list[:8]] + ["我无法回答这个问题。", "嗯。"]
+    result = score_generated(scale, item, answers, order_list)
+    assert result == {"id": "i2", "score": 1.0, "answered": 8, "refusals": 1, "unparseable": 1,
+                      "first_share": pytest.approx(sum(o[0] == 4 for o in order_list[:8]) / 8)}
+    nothing = score_generated(scale, item, ["嗯。"] * 10, order_list)
+    assert nothing["score"] is None and nothing["unparseable"] == 10  # no default option
