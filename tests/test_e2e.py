@@ -278,10 +278,15 @@ def test_a_second_clean_run_is_bit_identical(first_run, tmp_path_factory):
     # Bring run 1 back to the smoke parameters the previous test changed (one recipe's branch reruns).
     shutil.copy2(other / "params.yaml", repo / "params.yaml")
     dvc(repo, "repro")
-    dvc(other, "repro")
+    # The second run covers one branch of each fan-out (the DPO recipe: it reuses the
+    # general_to_specific stages, then its evaluation and probe) — every kind of stage, at
+    # a third of the time of all eight models (CI has 30 minutes for everything).
+    branch = "general_to_specific_dpo"
+    dvc(other, "repro", f"evaluate@{branch}", f"probe@{branch}")
     a, b = data_hashes(repo), data_hashes(other)
-    assert a.keys() == b.keys() and "models/base" in a
-    assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    assert {"models/base", "data/filter", f"models/finetune/{branch}", f"data/evaluate/{branch}",
+            f"reports/metrics/probe/{branch}.json"} <= b.keys() <= a.keys()
+    assert all(a[k] == b[k] for k in b), {k: (a[k], b[k]) for k in b if a[k] != b[k]}
 
 
 def test_real_mode_uses_a_local_pretrained_model(first_run, tmp_path):
