@@ -574,12 +574,10 @@ class EvalNerParams(Section):
     external_format: Literal["cmeee", "promptcblue"]
 
 
-class EvalJudgeParams(Section):
+class EvalJudgeParams(RubricJudgeParams):
+    """The filter's rubric-judge settings, plus ``none`` (no judge: the embedded default)."""
+
     backend: Literal["none", "hf", "openai"]
-    hf: HFTeacherParams
-    openai: OpenAITeacherParams
-    decoding: DecodingParams
-    max_attempts: int = Field(ge=1)
 
 
 class EvaluateParams(Section):

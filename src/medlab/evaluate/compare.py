@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from medlab.evaluate.ner import micro_f1_of_counts
 from medlab.stats import mcnemar, paired_bootstrap
 
 
@@ -38,12 +39,6 @@ def _common(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
     return [k for k in a if k in b]
 
 
-def micro_f1_of(counts: np.ndarray) -> float:
-    """counts: rows of (true positives, predicted, gold)."""
-    tp, n_pred, n_gold = counts.sum(0)
-    return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0
-
-
 def paired_f1(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> dict:
     """Micro-F1(a) - micro-F1(b) over the same sentences, with a paired-bootstrap CI and p."""
     rng = np.random.default_rng(seed)
@@ -51,11 +46,11 @@ def paired_f1(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> dict:
     diffs = []
     for _ in range(n_boot):
         index = rng.integers(0, n, n)
-        diffs.append(micro_f1_of(a[index]) - micro_f1_of(b[index]))
+        diffs.append(micro_f1_of_counts(a[index]) - micro_f1_of_counts(b[index]))
     diffs = np.array(diffs)
     p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())) if n_boot else None
     lo, hi = (np.quantile(diffs, [0.025, 0.975]) if n_boot else (np.nan, np.nan))
-    return {"diff": micro_f1_of(a) - micro_f1_of(b), "ci": [float(lo), float(hi)], "p": p, "n": n}
+    return {"diff": micro_f1_of_counts(a) - micro_f1_of_counts(b), "ci": [float(lo), float(hi)], "p": p, "n": n}
 
 
 def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -88,7 +83,7 @@ def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: in
     y = np.array([b[i] for i in ids], dtype=float)
     out = paired_f1(x, y, n_boot, seed)
     out["metric"] = "micro_f1"
-    out["mean_a"], out["mean_b"] = micro_f1_of(x), micro_f1_of(y)
+    out["mean_a"], out["mean_b"] = micro_f1_of_counts(x), micro_f1_of_counts(y)
     return out
 
 

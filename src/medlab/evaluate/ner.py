@@ -86,6 +86,15 @@ def micro_f1(gold: Iterable[set], predicted: Iterable[set]) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
 
+def micro_f1_of_counts(counts) -> float:
+    """Micro-F1 from per-item rows of (true positives, predicted, gold): 2 TP / (P + G).
+    The form bootstraps resample (rows), shared by the NER task and the paired comparison."""
+    import numpy as np
+
+    tp, n_pred, n_gold = np.asarray(counts, dtype=float).reshape(-1, 3).sum(0)
+    return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0
+
+
 def annotate(text: str, names: dict[str, str]) -> set[tuple[str, str]]:
     """Longest-match KB entity names in ``text`` (name -> type), non-overlapping."""
     spans, taken = set(), [False] * len(text)

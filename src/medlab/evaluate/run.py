@@ -230,11 +230,7 @@ def ner_task(generate, items: Sequence[ner.NerItem], n_boot: int, seed: int) -> 
     counts = np.array([[len(p & i.gold), len(p), len(i.gold)] for p, i in zip(predicted, items, strict=True)],
                       dtype=float)
 
-    def f1(rows):
-        tp, n_pred, n_gold = rows.sum(0)
-        return 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0
-
-    ci = bootstrap_ci(f1, counts, n_boot=n_boot, seed=seed) if n_boot else None
+    ci = bootstrap_ci(ner.micro_f1_of_counts, counts, n_boot=n_boot, seed=seed) if n_boot else None
     return {"summary": {"n": len(items), **scores, "f1_ci": list(ci) if ci else None},
             "outcomes": {i.id: [int(c[0]), int(c[1]), int(c[2])] for i, c in zip(items, counts, strict=True)},
             "answers": [{"id": i.id, "text": i.text, "gold": sorted(i.gold), "predicted": sorted(p), "answer": a}
