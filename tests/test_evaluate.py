@@ -49,7 +49,10 @@ def items(n: int = 6) -> list[McqItem]:
 
 
 PAIRS = [("丙泊酚的常见不良反应", "包括低血压"), ("芬太尼", "是一种阿片类镇痛药"), ("答案：", "A"), ("答案：", "B"),
-         ("以下是麻醉学单项选择题", "，请选出"), ("罗库溴铵是非去极化肌松药，舒更葡糖", "可拮抗。")]
+         ("以下是麻醉学单项选择题", "，请选出"), ("罗库溴铵是非去极化肌松药，舒更葡糖", "可拮抗。"),
+         # options of one cloze question: multi-token continuations sharing a context (one row)
+         ("哪一种是肌松药？答案：", "罗库溴铵"), ("哪一种是肌松药？答案：", "芬太尼"),
+         ("哪一种是肌松药？答案：", "丙泊酚的常见不良反应包括低血压")]
 
 
 def direct(model, tokenizer, context: str, continuation: str) -> float:
@@ -67,6 +70,29 @@ def test_scores_equal_a_direct_forward_pass(model, tokenizer):
         assert s.logprob == pytest.approx(direct(model, tokenizer, context, continuation), abs=1e-4)
         assert s.n_tokens == len(split_tokens(tokenizer, context, continuation)[1])
         assert s.logprob < 0
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_shared_context_row_scores_like_separate_rows(model, tokenizer, attention):
+    model.set_attn_implementation(attention)
+    try:
+        shared = continuation_logprobs(model, tokenizer, PAIRS, batch_size=3)
+    finally:
+        model.set_attn_implementation("sdpa")
+    alone = continuation_logprobs(model, tokenizer, PAIRS, batch_size=3, share_context=False)
+    for a, b in zip(shared, alone, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-5) and (a.n_tokens, a.greedy) == (b.n_tokens, b.greedy)
+    # the shared row really is one row: count the forward passes and the positions they cover
+    widths = []
+    hook = model.register_forward_pre_hook(lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        continuation_logprobs(model, tokenizer, PAIRS[6:], batch_size=16)
+    finally:
+        hook.remove()
+    assert [w[0] for w in widths] == [1]
+    head = split_tokens(tokenizer, *PAIRS[6])[0]
+    assert widths[0][1] == len(head) + sum(len(split_tokens(tokenizer, *p)[1]) for p in PAIRS[6:])
 
 
 def test_scores_do_not_depend_on_batch_size(model, tokenizer):
