@@ -64,9 +64,10 @@ def first_run(tmp_path_factory):
 def test_every_stage_ran_and_produced_its_outputs(first_run):
     repo, output = first_run
     assert set(stages_run(output)) == {"knowledge", "corpus", "benchmark", "pretrain", "generate", "filter",
-                                       *(f"finetune@{r}" for r in RECIPES), *EVALUATED, *PROBED, "compare"}
+                                       *(f"finetune@{r}" for r in RECIPES), *EVALUATED, *PROBED, "compare",
+                                       "report"}
     for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter",
-                 "10_compare"):
+                 "10_compare", "11_report"):
         assert (repo / "reports/notebooks" / f"{stem}.ipynb").is_file()
         html = (repo / "reports/html" / f"{stem}.html").read_text(encoding="utf-8")
         assert "<html" in html and "Traceback" not in html
@@ -243,6 +244,48 @@ def test_probe_outputs_and_validity_report(first_run):
                                  and abs(validity["control_gap_diff"]) < 0.5 * validity["targeted_gap_diff"])
 
 
+def test_report_shows_this_run_and_names_a_missing_input(first_run):
+    repo, _ = first_run
+    page = (repo / "reports/index.html").read_text(encoding="utf-8")
+    for section in ("run", "data", "training", "evaluation", "bias", "timing", "notebooks"):
+        assert f'<section id="{section}">' in page
+    compared = json.loads((repo / "reports/metrics/compare.json").read_text())
+    best = compared["best_anesthesia_mcq"]
+    shown = f"{best['acc']:.3f} [{best['acc_ci'][0]:.3f}, {best['acc_ci'][1]:.3f}]"
+    assert shown in page  # this run's numbers, as the compare stage wrote them
+    validity = json.loads((repo / "reports/metrics/probe_validity.json").read_text())
+    assert f"{validity['targeted_gap_diff']:.3f}" in page
+    filtered = json.loads((repo / "reports/metrics/filter.json").read_text())["counts"]
+    assert f"{filtered['kept']:,} of {filtered['input']:,} kept" in page
+    # data 4, pre-training 1, one curve per recipe, overview 1, MCQ per model, position bias 1, scales per model
+    assert page.count('<img src="figures/') == 4 + 1 + len(RECIPES) + 1 + len(MODELS) + 1 + len(MODELS)
+    for model in MODELS:
+        assert f'href="html/09_probe_{model}.html"' in page
+    assert "simulated" in page and "clean copy" in page  # the teacher is named simulated; the git subject
+    readme = (repo / "reports/README.md").read_text(encoding="utf-8")
+    assert all(f"| {m} |" in readme for m in MODELS) and shown in readme
+    from PIL import Image
+
+    shot = Image.open(repo / "reports/index.png")
+    assert shot.size[0] == 1400 and shot.size[1] > 3000  # the whole page, not the first screen
+    timing = json.loads((repo / "reports/timing/report.json").read_text())
+    assert timing["images"] == page.count("<img ") and timing["links"] > len(MODELS) * 2
+    # A missing figure stops the report stage (run alone: DVC would otherwise remake the
+    # figure first) with a message naming it, and leaves the last page as it was.
+    figure = repo / "reports/figures/finetune/specific_only/loss.png"
+    kept = figure.read_bytes()
+    figure.unlink()
+    try:
+        with pytest.raises(RuntimeError) as err:
+            dvc(repo, "repro", "-s", "-f", "report")
+        assert "reports/figures/finetune/specific_only/loss.png: missing (written by stage finetune@specific_only)" \
+            in str(err.value)
+        assert (repo / "reports/README.md").read_text(encoding="utf-8") == readme
+    finally:
+        figure.write_bytes(kept)
+    assert stages_run(dvc(repo, "repro", "-s", "-f", "report")) == ["report"]
+
+
 def test_second_repro_runs_nothing_and_a_knob_reruns_only_what_depends_on_it(first_run):
     repo, _ = first_run
     assert stages_run(dvc(repo, "repro")) == []
@@ -268,8 +311,8 @@ def test_second_repro_runs_nothing_and_a_knob_reruns_only_what_depends_on_it(fir
     assert n == 1
     params.write_text(changed, encoding="utf-8")
     ran = stages_run(dvc(repo, "repro"))
-    assert ran[0] == "finetune@specific_only" and ran[-1] == "compare"
-    assert sorted(ran[1:-1]) == ["evaluate@specific_only", "probe@specific_only"]
+    assert ran[0] == "finetune@specific_only" and ran[-2:] == ["compare", "report"]
+    assert sorted(ran[1:-2]) == ["evaluate@specific_only", "probe@specific_only"]
 
 
 def test_a_second_clean_run_is_bit_identical(first_run, tmp_path_factory):

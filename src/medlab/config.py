@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import io
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -666,6 +667,19 @@ class CompareParams(Section):
                 if len(pair) != 2 or pair[0] == pair[1]]
 
 
+class ReportParams(Section):
+    title: str = Field(min_length=1)
+    browser: str
+    width: int = Field(ge=600, le=4000)
+    timeout_s: float = Field(gt=0)
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        if self.browser and not (shutil.which(self.browser) or Path(self.browser).is_file()):
+            return [(("browser",), f"{self.browser!r} is neither a command on PATH nor a file; "
+                                   "\"\" looks for chromium, chromium-browser or google-chrome")]
+        return []
+
+
 def compare_problems(params) -> list[tuple[tuple, str]]:
     """compare.* names every model it compares in evaluate.models."""
     known = params.evaluate.models
@@ -714,6 +728,7 @@ class Params(Section):
     evaluate: EvaluateParams
     probe: ProbeParams
     compare: CompareParams
+    report: ReportParams
 
 
 # ------------------------------------------------------------------------ loading
@@ -735,6 +750,11 @@ def read_yaml(path: Path) -> CommentedMap:
     if not isinstance(doc, CommentedMap):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     return doc
+
+
+def read_plain(path: Path) -> dict:
+    """params.yaml as plain dicts and lists, exactly as written (what DVC reads too)."""
+    return _plain(read_yaml(path))
 
 
 def _plain(node: Any) -> Any:

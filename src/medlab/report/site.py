@@ -1,0 +1,387 @@
+"""The results site: check that a run's outputs are all there, gather them, render
+``reports/index.html`` and ``reports/README.md``.
+
+The report stage reads only what earlier stages wrote (metrics JSON, figures, executed
+notebooks' HTML, timings) plus the run's provenance (git revision, a hash of dvc.lock,
+date, hardware). Before anything is rendered, every file the page shows is checked:
+a missing one stops the stage with a message naming it and the stage that writes it,
+so the page is never half empty. Both files are written whole (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import jinja2
+from ruamel.yaml import YAML
+
+from medlab.evaluate.compare import COLUMNS
+
+REPORT_STAGE = "report"
+SECTIONS = {  # id -> heading; the browser check looks for every one
+    "run": "What was run",
+    "data": "Data",
+    "training": "Training",
+    "evaluation": "Evaluation",
+    "bias": "Bias probing",
+    "timing": "Stage times",
+    "notebooks": "Executed notebooks",
+}
+
+
+class ReportError(RuntimeError):
+    """An input of the report is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class Needed:
+    path: str  # relative to the repository root
+    stage: str  # the DVC stage that writes it
+
+
+def _resolve_foreach(expr: str, params: Mapping) -> dict:
+    node = params
+    for part in expr.strip("${}").split("."):
+        node = node[part]
+    return dict(node)
+
+
+def pipeline_stages(root: Path, params: Mapping) -> list[tuple[str, dict]]:
+    """Every stage of dvc.yaml in file order, foreach stages expanded (``finetune@<key>``),
+    ``${key}`` and ``${item}`` filled in; the report stage itself left out."""
+    dvc = YAML(typ="safe").load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    out = []
+    for name, stage in dvc["stages"].items():
+        if name == REPORT_STAGE:
+            continue
+        if "foreach" not in stage:
+            out.append((name, stage))
+            continue
+        for key, item in _resolve_foreach(stage["foreach"], params).items():
+            text = json.dumps(stage["do"]).replace("${key}", key).replace("${item}", str(item))
+            out.append((f"{name}@{key}", json.loads(text)))
+    return out
+
+
+def _outs(stage: dict) -> list[str]:
+    return [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
+
+
+def stage_pages(root: Path, params: Mapping) -> list[tuple[str, str]]:
+    """(stage, reports/html/<page>.html) of every stage, in pipeline order."""
+    return [(name, path) for name, stage in pipeline_stages(root, params) for path in _outs(stage)
+            if path.startswith("reports/html/") and path.endswith(".html")]
+
+
+# figures the page shows: (path under reports/figures, caption); {m} = each model, {r} = each recipe
+FIGURES = {
+    "data": [("knowledge/overview.png", "Knowledge base: entities and triples by type"),
+             ("corpus/lengths.png", "Pre-training corpus: paragraph lengths"),
+             ("generate/mix.png", "Instruction data: mix by domain and method"),
+             ("filter/judge.png", "Cross-model filter: judge scores of clean and faulty samples")],
+    "pretrain": [("pretrain/loss.png", "Pre-training loss")],
+    "recipes": [("finetune/{r}/loss.png", "{r}")],
+    "evaluation": [("compare/overview.png", "Every model on every task, 95% CIs")],
+    "per_model": [("evaluate/{m}/mcq.png", "{m}")],
+    "bias": [("compare/position_bias.png", "Likert answers by option position, per model")],
+    "probe": [("probe/{m}/scales.png", "{m}")],
+}
+
+
+def _figure_paths(models: Sequence[str], recipes: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    out = {}
+    for group, entries in FIGURES.items():
+        rows = []
+        for path, caption in entries:
+            if "{m}" in path:
+                rows += [(path.format(m=m), caption.format(m=m)) for m in models]
+            elif "{r}" in path:
+                rows += [(path.format(r=r), caption.format(r=r)) for r in recipes]
+            else:
+                rows.append((path, caption))
+        out[group] = rows
+    return out
+
+
+def _figure_stage(path: str) -> str:
+    parts = path.split("/")
+    return f"{parts[0]}@{parts[1]}" if parts[0] in ("finetune", "evaluate", "probe") else parts[0]
+
+
+def needed_files(root: Path, params: Mapping) -> list[Needed]:
+    """Every file the page reads or links: metrics and timings of every stage, the figures
+    it shows and every stage's HTML page."""
+    need = []
+    for name, stage in pipeline_stages(root, params):
+        for path in _outs(stage):
+            if path.endswith(".json") and path.startswith(("reports/metrics/", "reports/timing/")) \
+                    or path.startswith("reports/html/"):
+                need.append(Needed(path, name))
+    models, recipes = list(params["evaluate"]["models"]), list(params["finetune"]["recipes"])
+    for rows in _figure_paths(models, recipes).values():
+        need += [Needed(f"reports/figures/{p}", _figure_stage(p)) for p, _ in rows]
+    return need
+
+
+def check_present(root: Path, needed: Sequence[Needed]) -> None:
+    """Raise ReportError naming every missing input and the stage that writes it."""
+    missing = [n for n in needed if not (root / n.path).is_file() or (root / n.path).stat().st_size == 0]
+    if missing:
+        lines = "\n".join(f"  {n.path}: missing (written by stage {n.stage})" for n in missing)
+        stages = " ".join(dict.fromkeys(n.stage for n in missing))
+        raise ReportError(f"{len(missing)} input(s) of the report are missing:\n{lines}\n"
+                          f"Run `dvc repro {stages}` (or `dvc repro` for everything) first.")
+
+
+def read_json(root: Path, rel: str) -> dict:
+    try:
+        return json.loads((root / rel).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReportError(f"{rel}: cannot read it as JSON ({err})") from err
+
+
+# --- provenance -----------------------------------------------------------------------
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.rstrip("\n") if done.returncode == 0 else None  # porcelain lines start with a space
+
+
+def lock_hash(root: Path) -> str:
+    """sha256 (first 12 hex) of dvc.lock's entries for every stage but the report: the
+    exact inputs and outputs (md5s) this page describes. Stable across reruns of the
+    report itself, which rewrites its own entry."""
+    lock = YAML(typ="safe").load((root / "dvc.lock").read_text(encoding="utf-8")) \
+        if (root / "dvc.lock").is_file() else {}
+    stages = {k: v for k, v in (lock or {}).get("stages", {}).items() if k != REPORT_STAGE}
+    if not stages:
+        return "none (no dvc.lock yet)"
+    return hashlib.sha256(json.dumps(stages, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def hardware() -> dict:
+    info = {"cpus": os.cpu_count(), "machine": platform.machine(), "platform": platform.platform(),
+            "python": platform.python_version()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                            if line.startswith("model name")), platform.processor() or "unknown")
+        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal"))
+        info["memory_gib"] = round(mem_kb / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        info.setdefault("cpu", platform.processor() or "unknown")
+    try:
+        import torch
+
+        info["accelerators"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - torch without CUDA support, or no driver
+        info["accelerators"] = []
+    return info
+
+
+PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "dvc", "papermill")
+
+
+def run_info(root: Path) -> dict:
+    """What was run, where and when."""
+    rev = _git(root, "rev-parse", "HEAD")
+    changed = _git(root, "status", "--porcelain", "--untracked-files=no")
+    # dvc.lock changes while the pipeline runs; anything else changed is worth saying
+    dirty = [line[3:] for line in (changed or "").splitlines() if line[3:] != "dvc.lock"]
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "git_revision": rev or "not a git checkout",
+        "git_subject": _git(root, "log", "-1", "--format=%s") if rev else None,
+        "git_changed_files": dirty,
+        "lock_hash": lock_hash(root),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "hardware": hardware(),
+        "packages": versions,
+    }
+
+
+# --- the page's content ---------------------------------------------------------------
+
+def _finetune_rows(root: Path, recipes: Sequence[str]) -> list[dict]:
+    rows = []
+    for r in recipes:
+        m = read_json(root, f"reports/metrics/finetune/{r}.json")
+        timing = read_json(root, f"reports/timing/finetune/{r}.json")
+        rows.append({"recipe": r, "method": m.get("method"), "total_steps": m.get("total_steps"),
+                     "wall_s": timing.get("wall_s"),
+                     "stages": [{"stage": s.get("stage"), "kind": s.get("kind"), "epochs": s.get("epochs"),
+                                 "steps": s.get("steps"), "final_loss": s.get("final_loss"),
+                                 "samples": sum((s.get("samples") or {}).values()) or s.get("pairs")}
+                                for s in m.get("stages", [])]})
+    return rows
+
+
+def _bias_rows(root: Path, models: Sequence[str], scales: Sequence[str], target_pair: str | None) -> list[dict]:
+    rows = []
+    for m in models:
+        probe = read_json(root, f"reports/metrics/probe/{m}.json")
+        row = {"model": m, "max_position_share": probe.get("max_position_share"),
+               "position_bias_index": probe.get("position_bias_index"), "scales": {}, "gaps": {}}
+        for scale in scales:
+            total = ((probe.get(scale) or {}).get("likert") or {}).get("total") or {}
+            row["scales"][scale] = {"as_written": total.get("as_written"),
+                                    "debiased": total.get("debiased"), "calibrated": total.get("calibrated")}
+        for readout, gaps in ((probe.get("patient_discrimination") or {}).get("group_gaps") or {}).items():
+            if target_pair and target_pair in gaps.get("gaps", {}):
+                row["gaps"][readout] = gaps["gaps"][target_pair]
+        rows.append(row)
+    return rows
+
+
+def recipe_stage(spec: Mapping) -> str:
+    """One recipe stage as a line: ``general: sft on general_medicine`` + what differs from the defaults."""
+    extras = {k: v for k, v in spec.items() if k not in ("name", "kind", "data")}
+    text = f"{spec.get('name')}: {spec.get('kind')} on {' + '.join(spec.get('data', []))}"
+    return text + "".join(f"; {k} {json.dumps(v, ensure_ascii=False)}" for k, v in extras.items())
+
+
+def mix_table(by_method: Mapping[str, int]) -> tuple[list[str], list[dict]]:
+    """``domain/method -> n`` as (domains, rows of method -> {domain: n})."""
+    domains = list(dict.fromkeys(k.split("/", 1)[0] for k in by_method))
+    rows: dict[str, dict] = {}
+    for key, n in by_method.items():
+        domain, method = key.split("/", 1) if "/" in key else ("", key)
+        rows.setdefault(method, {"method": method})[domain] = n
+    return domains, list(rows.values())
+
+
+def page_grid(pages: Sequence[tuple[str, str]], order: Sequence[str] = ()
+              ) -> tuple[list[dict], list[str], list[dict]]:
+    """Stage pages as (single stages, fanned-out stage verbs, one row per key: verb -> href),
+    rows in ``order`` first."""
+    single, verbs, rows = [], [], {}
+    for stage, path in pages:
+        href = path.removeprefix("reports/")
+        if "@" not in stage:
+            single.append({"stage": stage, "href": href})
+            continue
+        verb, key = stage.split("@", 1)
+        verbs = verbs if verb in verbs else [*verbs, verb]
+        rows.setdefault(key, {"key": key})[verb] = href
+    rank = {k: i for i, k in enumerate(order)}
+    return single, verbs, sorted(rows.values(), key=lambda r: rank.get(r["key"], len(rank)))
+
+
+def collect(root: Path, params: Mapping, title: str = "medlab results") -> dict:
+    """Check every input, then gather the page's content (raises ReportError first).
+    ``params``: params.yaml as plain dicts (``medlab.config.read_plain``)."""
+    root = Path(root)
+    check_present(root, needed_files(root, params))
+    models, recipes = list(params["evaluate"]["models"]), list(params["finetune"]["recipes"])
+    metric = {k: read_json(root, f"reports/metrics/{k}.json")
+              for k in ("knowledge", "corpus", "benchmark", "pretrain", "generate", "filter", "compare",
+                        "probe_validity")}
+    validity = metric["probe_validity"]
+    pages = stage_pages(root, params)
+    timings = []
+    for name, stage in pipeline_stages(root, params):
+        for path in _outs(stage):
+            if path.startswith("reports/timing/") and path.endswith(".json"):
+                t = read_json(root, path)
+                timings.append({"stage": name, "wall_s": t.get("wall_s"), "cpus": t.get("cpus")})
+    compare = metric["compare"]
+    columns = [c for c in COLUMNS if any((row.get(c) or {}).get("value") is not None for row in compare["table"])]
+    return {
+        "title": title,
+        "sections": SECTIONS,
+        "run": run_info(root),
+        "params_yaml": (root / "params.yaml").read_text(encoding="utf-8"),
+        "teacher": metric["generate"].get("teacher", ""),
+        "metrics": metric,
+        "figures": _figure_paths(models, recipes),
+        "models": models,
+        "recipes": recipes,
+        "finetune": _finetune_rows(root, recipes),
+        "columns": columns,
+        "table": compare["table"],
+        "paired": compare.get("paired", []),
+        "claims": [tuple(pair) for pair in params["compare"]["pairs"]],
+        "best": compare.get("best_anesthesia_mcq", {}),
+        "baseline": compare.get("baseline"),
+        "validity": validity,
+        "scales": list(params["probe"]["scales"]),
+        "target_group": params["probe"]["target_group"],
+        "bias": _bias_rows(root, models, list(params["probe"]["scales"]), validity.get("target_pair")),
+        "timings": timings,
+        "total_wall_s": round(sum(t["wall_s"] or 0 for t in timings), 1),
+        "pages": [{"stage": s, "href": p.removeprefix("reports/")} for s, p in pages],
+        "page_grid": dict(zip(("single", "verbs", "rows"), page_grid(pages, order=models), strict=True)),
+        "recipe_specs": {r: [recipe_stage(x) for x in params["finetune"]["recipes"][r]] for r in recipes},
+        "mix": dict(zip(("domains", "rows"), mix_table(metric["generate"].get("by_method", {})), strict=True)),
+    }
+
+
+# --- rendering ------------------------------------------------------------------------
+
+def num(value, digits: int = 3) -> str:
+    """A number as the page shows it; "–" for a value a stage did not produce."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def est(value, ci=None, digits: int = 3) -> str:
+    """value [lo, hi]: an estimate with its 95% interval."""
+    if ci is None or value is None:
+        return num(value, digits)
+    return f"{num(value, digits)} [{num(ci[0], digits)}, {num(ci[1], digits)}]"
+
+
+def pvalue(p) -> str:
+    if p is None:
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("medlab.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html.j2"]), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(num=num, est=est, pvalue=pvalue)
+    return env
+
+
+def _write_whole(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def render(context: Mapping, reports_dir: Path) -> dict[str, Path]:
+    """Write index.html and README.md into ``reports_dir`` (each whole, or not at all)."""
+    env = _environment()
+    html = env.get_template("index.html.j2").render(**context)
+    markdown = env.get_template("README.md.j2").render(**context)
+    reports_dir = Path(reports_dir)
+    return {"html": _write_whole(reports_dir / "index.html", html),
+            "markdown": _write_whole(reports_dir / "README.md", markdown)}
