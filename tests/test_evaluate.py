@@ -387,6 +387,7 @@ def test_task_store_resumes_finished_tasks_and_never_reuses_stale_ones(tmp_path)
     key = store.key(model="m#1", ids=["a", "b"], scoring="cloze")
     assert store.run("mcq", key, compute, log=lambda *_: None) == {"acc": 0.5}
     assert store.run("mcq", key, compute, log=lambda *_: None) == {"acc": 0.5} and len(calls) == 1
+    assert store.computed == ["mcq"] and store.reused == ["mcq"]  # the stage's timing says which
     for changed in (dict(model="m#2", ids=["a", "b"], scoring="cloze"), dict(model="m#1", ids=["a"], scoring="cloze"),
                     dict(model="m#1", ids=["a", "b"], scoring="letter")):
         assert store.key(**changed) != key

@@ -81,6 +81,8 @@ class TaskStore:
 
     def __init__(self, directory: Path):
         self.directory = directory
+        self.computed: list[str] = []  # tasks run in this session
+        self.reused: list[str] = []  # tasks loaded from an earlier run (their time is not in this one)
 
     @staticmethod
     def key(**what) -> str:
@@ -104,8 +106,11 @@ class TaskStore:
         done = self.load(task, key)
         if done is not None:
             log(f"[{task}] reused (finished in an earlier run)")
+            self.reused.append(task)
             return done
-        return self.save(task, key, compute())
+        result = self.save(task, key, compute())
+        self.computed.append(task)
+        return result
 
 
 # ------------------------------------------------------------------------ items

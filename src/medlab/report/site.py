@@ -301,7 +301,9 @@ def collect(root: Path, params: Mapping, title: str = "medlab results") -> dict:
         for path in _outs(stage):
             if path.startswith("reports/timing/") and path.endswith(".json"):
                 t = read_json(root, path)
-                timings.append({"stage": name, "wall_s": t.get("wall_s"), "cpus": t.get("cpus")})
+                timings.append({"stage": name, "wall_s": t.get("wall_s"), "cpus": t.get("cpus"),
+                                "reused": len(t.get("tasks_reused") or []),
+                                "tasks": len(t.get("tasks_reused") or []) + len(t.get("tasks_computed") or [])})
     compare = metric["compare"]
     columns = [c for c in COLUMNS if any((row.get(c) or {}).get("value") is not None for row in compare["table"])]
     return {
@@ -327,6 +329,7 @@ def collect(root: Path, params: Mapping, title: str = "medlab results") -> dict:
         "bias": _bias_rows(root, models, list(params["probe"]["scales"]), validity.get("target_pair")),
         "timings": timings,
         "total_wall_s": round(sum(t["wall_s"] or 0 for t in timings), 1),
+        "resumed_stages": sum(1 for t in timings if t["reused"]),
         "pages": [{"stage": s, "href": p.removeprefix("reports/")} for s, p in pages],
         "page_grid": dict(zip(("single", "verbs", "rows"), page_grid(pages, order=models), strict=True)),
         "recipe_specs": {r: [recipe_stage(x) for x in params["finetune"]["recipes"][r]] for r in recipes},
