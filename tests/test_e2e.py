@@ -268,6 +268,12 @@ def test_report_shows_this_run_and_names_a_missing_input(first_run):
 
     shot = Image.open(repo / "reports/index.png")
     assert shot.size[0] == 1400 and shot.size[1] > 3000  # the whole page, not the first screen
+    # dvc.yaml's metrics and plots work out of the box (every file of a plotted folder is a plot)
+    plots = dvc(repo, "plots", "show", "-o", str(repo / "dvc_plots"))
+    assert "WARNING" not in plots, plots
+    drawn = (repo / "dvc_plots/index.html").read_text(encoding="utf-8")
+    assert all(f"reports/finetune/{r}/plots/metrics/train/loss.tsv" in drawn for r in RECIPES)
+    assert "reports/metrics/evaluate/general_to_specific_stigma.json" in dvc(repo, "metrics", "show")
     timing = json.loads((repo / "reports/timing/report.json").read_text())
     assert timing["images"] == page.count("<img ") and timing["links"] > len(MODELS) * 2
     # A missing figure stops the report stage (run alone: DVC would otherwise remake the

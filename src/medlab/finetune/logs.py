@@ -25,7 +25,10 @@ def curves(histories: list[dict]) -> list[dict]:
     return rows
 
 
-def write_dvclive(histories: list[dict], directory: Path, summary: dict) -> None:
+def write_dvclive(histories: list[dict], directory: Path) -> None:
+    """The curves as DVCLive plot files under ``directory``/plots/metrics, and nothing else:
+    dvc.yaml plots the whole folder, and DVC reads every file in it as a plot, so DVCLive's
+    summary (metrics.json) is removed - the recipe's numbers are in reports/metrics/finetune/."""
     from dvclive import Live
 
     with Live(str(directory), dvcyaml=False, save_dvc_exp=False) as live:
@@ -34,5 +37,4 @@ def write_dvclive(histories: list[dict], directory: Path, summary: dict) -> None
             live.log_metric("train/loss", row["loss"], plot=True)
             live.log_metric(f"{row['stage']}/loss", row["loss"], plot=True)
             live.log_metric("train/learning_rate", row["learning_rate"], plot=True)
-        for key, value in summary.items():
-            live.summary[key] = value
+    Path(live.metrics_file).unlink(missing_ok=True)
