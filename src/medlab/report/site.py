@@ -192,6 +192,7 @@ def hardware() -> dict:
     return info
 
 
+RUN_OUTPUTS = ("dvc.lock", "reports/README.md")  # tracked files a run itself rewrites
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "dvc", "papermill")
 
 
@@ -199,8 +200,9 @@ def run_info(root: Path) -> dict:
     """What was run, where and when."""
     rev = _git(root, "rev-parse", "HEAD")
     changed = _git(root, "status", "--porcelain", "--untracked-files=no")
-    # dvc.lock changes while the pipeline runs; anything else changed is worth saying
-    dirty = [line[3:] for line in (changed or "").splitlines() if line[3:] != "dvc.lock"]
+    # dvc.lock and this stage's own results table change with every run; anything else
+    # changed since the commit is worth saying
+    dirty = [line[3:] for line in (changed or "").splitlines() if line[3:] not in RUN_OUTPUTS]
     versions = {}
     for name in PACKAGES:
         try:
