@@ -11,6 +11,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from medlab.config import Params
+from medlab.report.site import pipeline_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
@@ -106,17 +107,8 @@ def fanned_out(name: str) -> dict:
 
 def expanded() -> list[tuple[str, dict]]:
     """Every stage as DVC runs it: a foreach template once per key, ${key}/${item} filled in."""
-    out = []
-    for name, stage in STAGES.items():
-        if name not in FANNED:
-            out.append((name, stage))
-            continue
-        for key, item in fanned_out(name).items():
-            fill = lambda x, key=key, item=item: x.replace("${key}", key).replace("${item}", str(item))  # noqa: E731
-            out.append((f"{name}@{key}", {"deps": [fill(d) for d in stage.get("deps", [])],
-                                          "outs": [fill(o if isinstance(o, str) else next(iter(o)))
-                                                   for o in stage.get("outs", [])]}))
-    return out
+    params = YAML(typ="safe").load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    return pipeline_stages(ROOT, params, skip=())
 
 
 def test_dependencies_exist_or_are_produced():

@@ -25,6 +25,7 @@ import jinja2
 from ruamel.yaml import YAML
 
 from medlab.evaluate.compare import COLUMNS
+from medlab.records import atomic_write_text
 
 REPORT_STAGE = "report"
 SECTIONS = {  # id -> heading; the browser check looks for every one
@@ -55,13 +56,14 @@ def _resolve_foreach(expr: str, params: Mapping) -> dict:
     return dict(node)
 
 
-def pipeline_stages(root: Path, params: Mapping) -> list[tuple[str, dict]]:
+def pipeline_stages(root: Path, params: Mapping, skip: Sequence[str] = (REPORT_STAGE,)
+                    ) -> list[tuple[str, dict]]:
     """Every stage of dvc.yaml in file order, foreach stages expanded (``finetune@<key>``),
-    ``${key}`` and ``${item}`` filled in; the report stage itself left out."""
+    ``${key}`` and ``${item}`` filled in; the stages in ``skip`` (the report itself) left out."""
     dvc = YAML(typ="safe").load((root / "dvc.yaml").read_text(encoding="utf-8"))
     out = []
     for name, stage in dvc["stages"].items():
-        if name == REPORT_STAGE:
+        if name in skip:
             continue
         if "foreach" not in stage:
             out.append((name, stage))
@@ -375,18 +377,12 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _write_whole(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def render(context: Mapping, reports_dir: Path) -> dict[str, Path]:
     """Write index.html and README.md into ``reports_dir`` (each whole, or not at all)."""
     env = _environment()
     html = env.get_template("index.html.j2").render(**context)
     markdown = env.get_template("README.md.j2").render(**context)
-    reports_dir = Path(reports_dir)
-    return {"html": _write_whole(reports_dir / "index.html", html),
-            "markdown": _write_whole(reports_dir / "README.md", markdown)}
+    written = {"html": Path(reports_dir) / "index.html", "markdown": Path(reports_dir) / "README.md"}
+    atomic_write_text(written["html"], html)
+    atomic_write_text(written["markdown"], markdown)
+    return written
