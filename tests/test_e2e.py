@@ -76,6 +76,36 @@ def test_every_stage_ran_and_produced_its_outputs(first_run):
         assert (repo / "reports/figures" / figure).stat().st_size > 10_000
 
 
+def image_outputs(notebook: Path) -> int:
+    """PNG outputs of an executed notebook (what JupyterLab and nbconvert show)."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return sum("image/png" in out.get("data", {}) for c in cells for out in c.get("outputs", []))
+
+
+def test_every_notebook_and_stage_page_shows_the_figures_it_saves(first_run):
+    """Each stage's figures are saved as PNG *and* drawn inline: the executed notebook has
+    an image/png output per saved figure, and its HTML page an <img> per figure."""
+    from medlab.config import read_plain
+    from medlab.report.site import pipeline_stages
+
+    repo, _ = first_run
+    shown = {}
+    for name, stage in pipeline_stages(repo, read_plain(repo / "params.yaml")):
+        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
+        folder = next((o for o in outs if o.startswith("reports/figures/")), None)
+        notebook = next(o for o in outs if o.startswith("reports/notebooks/"))
+        page = next(o for o in outs if o.startswith("reports/html/"))
+        saved = len(list((repo / folder).rglob("*.png"))) if folder else 0
+        images = image_outputs(repo / notebook)
+        tags = (repo / page).read_text(encoding="utf-8").count("<img ")
+        shown[name] = (saved, images, tags)
+        assert images >= saved and tags >= saved, (name, shown[name])
+        assert (repo / page).stat().st_size < 3_000_000, (page, (repo / page).stat().st_size)
+    with_figures = [n for n, (saved, _, _) in shown.items() if saved]
+    # knowledge, corpus, pretrain, generate, filter; each recipe, each model twice; compare
+    assert len(with_figures) == 5 + len(RECIPES) + 2 * len(MODELS) + 1, shown
+
+
 def test_knowledge_and_corpus_outputs(first_run):
     repo, _ = first_run
     triples = read_jsonl(repo / "data/knowledge/triples.jsonl", Triple)

@@ -86,6 +86,62 @@ def test_labels_are_the_answers_and_their_end_token(tokenizer):
         tokenize(tokenizer, [s.messages for s in samples("anesthesia", 3)], max_length=8)
 
 
+DIALOGUE = [{"role": "system", "content": "你是麻醉科医生。"},
+            {"role": "user", "content": "丙泊酚常见不良反应是什么？"},
+            {"role": "assistant", "content": "丙泊酚的常见不良反应包括低血压和注射痛。"},
+            {"role": "user", "content": "怎么减轻注射痛？"},
+            {"role": "assistant", "content": "可先注射利多卡因，或选择较粗的静脉。"}]
+
+
+def trained_runs(row) -> list[list[int]]:
+    """The label ids grouped into runs of consecutive trained tokens (one run per turn)."""
+    runs, current = [], []
+    for t in row["labels"]:
+        if t != IGNORE:
+            current.append(t)
+        elif current:
+            runs.append(current)
+            current = []
+    return runs + ([current] if current else [])
+
+
+def test_labels_are_every_assistant_turn_and_its_end_token_on_every_family(family):
+    """Stock templates (no {% generation %} markers) and medlab's own: the labels decode to
+    exactly each assistant text plus the family's end-of-turn token, nothing else."""
+    from helpers.real_models import END_OF_TURN
+    from transformers import AutoTokenizer
+
+    name, path = family
+    tok = AutoTokenizer.from_pretrained(path)
+    end = END_OF_TURN.get(name, "<|end|>")
+    single = [m for m in DIALOGUE[:3]]
+    rows = tokenize(tok, [DIALOGUE, single], max_length=512)
+    answers = [m["content"] for m in DIALOGUE if m["role"] == "assistant"]
+    for row, expected in zip(rows, [answers, answers[:1]], strict=True):
+        runs = trained_runs(row)
+        assert [tok.decode(r).strip() for r in runs] == [a + end for a in expected], name
+    # a prompt token is never trained: the whole prompt of the first turn decodes without an answer
+    first = rows[0]["labels"].index(next(t for t in rows[0]["labels"] if t != IGNORE))
+    assert answers[0] not in tok.decode(rows[0]["input_ids"][:first])
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused_naming_the_model(family_dirs):
+    from transformers import AutoTokenizer
+
+    from medlab.finetune.masks import TemplateError
+
+    tok = AutoTokenizer.from_pretrained(family_dirs("qwen2"))
+    # like a reasoning model's template: earlier answers are shortened once a later turn exists
+    tok.chat_template = tok.chat_template.replace(
+        "message['content'] + '<|im_end|>", "(message['content'][:4] if not loop.last else message['content'])"
+        " + '<|im_end|>")
+    with pytest.raises(TemplateError, match=r"qwen2-.*not a prefix"):
+        tokenize(tok, [DIALOGUE], max_length=512)
+    tok.chat_template = None
+    with pytest.raises(TemplateError, match="no chat template"):
+        tokenize(tok, [DIALOGUE], max_length=512)
+
+
 @pytest.mark.parametrize("layout", ["flat", "rows"])
 def test_packed_loss_equals_the_loss_of_each_sample_alone(tokenizer, tiny_model, layout):
     """Packed samples carry per-sample positions: no token attends across samples, so the

@@ -172,3 +172,35 @@ def test_report_params_are_validated(tmp_path):
     doc["report"]["browser"] = "/nonexistent/chromium"
     with pytest.raises(ConfigError, match=r"report.browser: '/nonexistent/chromium' is neither a command"):
         validate_params(doc, filename="params.yaml", root=ROOT)
+
+
+@pytest.mark.slow
+def test_a_source_notebook_run_as_jupyterlab_runs_it_shows_its_figures(tmp_path):
+    """Outside DVC and papermill: nbclient executes notebooks/01_knowledge.ipynb from
+    notebooks/ (as JupyterLab's kernel would); the figure it saves is also a cell output."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name in ("dvc.yaml", "params.yaml", "notebooks/01_knowledge.ipynb", "external/README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "samples", tmp_path / "samples")  # params.yaml names files in it
+    notebook = nbformat.read(tmp_path / "notebooks/01_knowledge.ipynb", as_version=4)
+    NotebookClient(notebook, kernel_name="python3", timeout=300,
+                   resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
+    images = [out for cell in notebook.cells for out in cell.get("outputs", [])
+              if "image/png" in out.get("data", {})]
+    saved = list((tmp_path / "reports/figures/knowledge").glob("*.png"))
+    assert saved and len(images) == len(saved)
+    assert all(len(out["data"]["image/png"]) > 10_000 for out in images)  # base64 of a real plot
+
+
+def test_plain_scripts_draw_headless(monkeypatch):
+    from medlab.report import figures
+
+    for name in ("MPLBACKEND", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(__import__("sys").modules, "ipykernel", raising=False)
+    assert figures.headless() is (__import__("sys").platform.startswith("linux"))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # what ipykernel sets
+    assert figures.headless() is False

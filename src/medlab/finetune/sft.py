@@ -1,9 +1,10 @@
 """Supervised fine-tuning with TRL: chat template, loss on answers only, packing, LoRA.
 
-* Tokenisation: the tokenizer's chat template with ``return_assistant_tokens_mask``
-  (our template wraps assistant turns, end-of-turn token included, in
-  ``{% generation %}``), so labels are the assistant tokens and every prompt token is
-  -100: the loss is on responses only, and the model learns to stop.
+* Tokenisation: the tokenizer's own chat template; labels are the assistant tokens
+  (every assistant turn, end-of-turn token included) and every prompt token is -100:
+  the loss is on responses only, and the model learns to stop. The mask comes from the
+  template's ``{% generation %}`` markers (medlab's template) or, for stock templates
+  without them, from rendering each turn's prefix (``medlab.finetune.masks``).
 * Packing: samples are packed best-fit-decreasing (``trl.data_utils.pack_dataset``) into
   rows of at most ``max_length`` tokens, with per-sample ``position_ids`` from which
   transformers builds a block-diagonal mask (SDPA/eager) or varlen boundaries
@@ -31,15 +32,16 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from trl import SFTConfig, SFTTrainer
 from trl.data_utils import pack_dataset
 
+from medlab.finetune.masks import answer_masks
+
 IGNORE = -100
 
 
 def tokenize(tokenizer, chats: list[list[dict[str, str]]], max_length: int) -> Dataset:
     """input_ids + labels (assistant tokens only) per chat, cut to ``max_length`` tokens."""
     rows = []
-    for messages in chats:
-        enc = tokenizer.apply_chat_template(messages, return_assistant_tokens_mask=True, return_dict=True)
-        ids, mask = enc["input_ids"][:max_length], enc["assistant_masks"][:max_length]
+    for ids, mask in answer_masks(tokenizer, chats):
+        ids, mask = ids[:max_length], mask[:max_length]
         if not any(mask):
             continue  # the answer was cut off entirely: nothing to learn from
         rows.append({"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask, strict=True)]})

@@ -3,15 +3,33 @@
 matplotlib's default fonts have no CJK glyphs. The Noto Sans CJK SC font shipped by
 the ``mplfonts`` package (a pip dependency, so no system font is needed) is
 registered and put first in the sans-serif list.
+
+The backend is left to matplotlib wherever a kernel runs: ipykernel (JupyterLab,
+papermill, nbconvert, nbclient) sets ``MPLBACKEND`` to the inline backend, so
+``plt.show()`` puts the figure in the cell's output (and so in the executed notebook
+and its HTML page). Only a plain script with no kernel and no display gets ``Agg``
+(matplotlib would fall back to it too; saying so keeps a stray Tk/Qt from opening).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # headless: papermill, CI
+
+def headless() -> bool:
+    """No kernel, no display and no backend asked for: draw to files only."""
+    if os.environ.get("MPLBACKEND") or "ipykernel" in sys.modules:
+        return False
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
+                                                     os.environ.get("WAYLAND_DISPLAY"))
+
+
+if headless():
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
