@@ -84,13 +84,14 @@ def test_a_shared_context_row_scores_like_separate_rows(model, tokenizer, attent
         assert a.logprob == pytest.approx(b.logprob, abs=1e-5) and (a.n_tokens, a.greedy) == (b.n_tokens, b.greedy)
     # the shared row really is one row: count the forward passes and the positions they cover
     widths = []
-    hook = model.register_forward_pre_hook(lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape),
-                                           with_kwargs=True)
+    decoder = model.get_decoder()  # the scorer runs the decoder, then the head where it reads
+    hook = decoder.register_forward_pre_hook(lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)
     try:
         continuation_logprobs(model, tokenizer, PAIRS[6:], batch_size=16)
     finally:
         hook.remove()
-    assert [w[0] for w in widths] == [1]
+    assert [w[0] for w in widths] == [1, 1, 1]  # the one-time check (model, head path), then the one scoring row
     head = split_tokens(tokenizer, *PAIRS[6])[0]
     assert widths[0][1] == len(head) + sum(len(split_tokens(tokenizer, *p)[1]) for p in PAIRS[6:])
 
@@ -428,3 +429,65 @@ def test_qa_and_ner_tasks_score_scripted_answers():
             {"id": "d2", "split": "train", "text": "训练用的句子。"}]
     sentences = ner_sentences(qa[:1], docs)
     assert sentences == [("q0", "母乳需提前4小时禁食。"), ("d1-s0", "甲药可致低血压。"), ("d1-s1", "乙药可致恶心。")]
+
+
+# --------------------------------------------------- the scorer on real tokenizers
+SEAMS = [("答案：", "A"), ("答案： ", "A"), ("答案：", " A"), ("丙泊酚的常见不良反应", "包括低血压和注射痛。"),
+         ("The dose is hel", "lo world"), ("剂量为1", "0 mg/kg"), ("问题：罗库溴铵的拮抗药是什么？\n答案：", "舒更葡糖"),
+         ("问题：罗库溴铵的拮抗药是什么？\n答案：", "新斯的明")]
+
+
+def reference_logprob(model, tok, context: str, continuation: str) -> tuple[float, int]:
+    """Independent of split_tokens: tokenise the whole text as the tokenizer does for plain
+    text (its own BOS included), one forward pass, sum the log-probs of every token that
+    reaches past the context's last character."""
+    enc = tok(context + continuation, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    first = min(k for k, (s, e) in enumerate(offsets) if e > len(context) and e > s)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return sum(float(logp[k - 1, ids[k]]) for k in range(first, len(ids))), len(ids) - first
+
+
+def test_scores_equal_an_independent_forward_pass_on_every_family(family):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medlab.evaluate.loglik import leading_bos
+
+    name, path = family
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
+    scored = continuation_logprobs(model, tok, SEAMS, batch_size=3)
+    for (context, continuation), s in zip(SEAMS, scored, strict=True):
+        want, n = reference_logprob(model, tok, context, continuation)
+        assert s.logprob == pytest.approx(want, abs=1e-4), (name, context, continuation)
+        assert s.n_tokens == n
+    bos = leading_bos(tok)
+    assert (bos is not None) == (name in ("llama", "mistral"))  # Qwen and the toy BPE add none
+    if bos is not None:
+        head, _ = split_tokens(tok, "答案：", "A")
+        assert head[0] == bos and head[1] != bos
+        # a chat prompt that writes the BOS itself does not get a second one
+        prompt = tok.apply_chat_template([{"role": "user", "content": "答案是？"}], tokenize=False,
+                                         add_generation_prompt=True)
+        head, _ = split_tokens(tok, prompt, "A")
+        assert head[0] == bos and head[1] != bos
+    # SentencePiece: the letter after "答案：" is the in-word piece, not the "▁A" of "A" alone
+    if name == "mistral":
+        _, tail = split_tokens(tok, "答案：", "A")
+        assert tok.convert_ids_to_tokens(tail) == ["A"] and tok("A", add_special_tokens=False)["input_ids"] != tail
+
+
+def test_long_contexts_lose_their_start_and_keep_the_bos(family_dirs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = family_dirs("llama")
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
+    context = "丙泊酚的常见不良反应包括低血压。" * 40
+    limit = 64
+    [s] = continuation_logprobs(model, tok, [(context, "注射痛")], max_length=limit)
+    head, tail = split_tokens(tok, context, "注射痛")
+    row = [head[0]] + (head + tail)[-(limit - 1):]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0].float(), -1)
+    want = sum(float(logp[len(row) - len(tail) - 1 + k, t]) for k, t in enumerate(tail))
+    assert s.logprob == pytest.approx(want, abs=1e-4)

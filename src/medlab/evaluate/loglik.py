@@ -17,8 +17,12 @@ calls ``loglikelihood`` requests. Three things make it fast without changing a n
   prompt and four 6-token options: 4 rows x 76 = 304 token positions become one row of
   70 + 24 = 94 (3.2x fewer). Used where the model takes a custom 4-D mask (transformers'
   ``eager`` and ``sdpa`` attention); others get one row per pair;
-* the tokenisation splits ``context + continuation`` at the context's token boundary
-  (encoding the two apart would change the tokens a BPE merges across the seam).
+* the tokenisation splits ``context + continuation`` where the context's characters
+  end (encoding the two apart would change the tokens a BPE merges across the seam, and
+  give a SentencePiece continuation a ``▁`` it never has in context); the BOS a
+  tokenizer adds to plain text starts every context, as in the model's training;
+* only the positions read go through the output layer (``_Reader``): at Qwen's 151,936
+  tokens the full logits of one batch are a gigabyte, the read ones a few megabytes.
 
 Padding is on the right with an attention mask; a position's logits never see later
 positions, so padding cannot change them: scores do not depend on the batch size or on
@@ -41,27 +45,65 @@ class Scored:
     greedy: bool  # every continuation token is the argmax at its position
 
 
+def leading_bos(tokenizer) -> int | None:
+    """The BOS id this tokenizer puts before plain text (Llama, Mistral, Gemma: yes; Qwen,
+    GPT-2-style: none). A base model was trained on text that starts with it, so it is
+    scored that way too; a chat template that writes the BOS itself is not given a second."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    added = tokenizer("a")["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bos if added[:1] == [bos] and plain[:1] != [bos] else None
+
+
 def split_tokens(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids of context and continuation, cut where the context's tokens end."""
+    """Token ids of context and continuation, as ``context + continuation`` tokenises."""
     return split_all(tokenizer, [(context, continuation)])[0]
 
 
 def split_all(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-    """``split_tokens`` of many pairs: one batched tokenizer call, each distinct context once."""
+    """``split_tokens`` of many pairs, in one batched tokenizer call.
+
+    The seam: ``context + continuation`` is tokenised whole (with character offsets) and
+    cut before the first token that reaches past the context's last character. So the
+    continuation is scored in the tokens the model would read it in: a byte-level merge
+    or a SentencePiece ``▁`` word that spans the boundary (context ``"答案： "`` +
+    ``"A"`` -> the one token ``▁A``) belongs to the continuation, and a letter after
+    ``"答案："`` is ``A``, not the ``▁A`` that encoding it alone would give. The BOS the
+    tokenizer adds to plain text starts every context (``leading_bos``), never twice."""
+    bos = leading_bos(tokenizer)
+    texts = [c + x for c, x in pairs]
+    try:
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:  # a slow tokenizer has no offsets
+        return [_with_bos(bos, *pair) for pair in _split_without_offsets(tokenizer, pairs)]
+    out = []
+    for (context, continuation), ids, offsets in zip(pairs, enc["input_ids"], enc["offset_mapping"], strict=True):
+        cut = next((k for k, (_, end) in enumerate(offsets) if end > len(context)), len(ids))
+        if cut == len(ids):
+            raise ValueError(f"continuation {continuation!r} has no tokens after context {context[-30:]!r}")
+        out.append(_with_bos(bos, list(ids[:cut]), list(ids[cut:])))
+    return out
+
+
+def _with_bos(bos: int | None, head: list[int], tail: list[int]) -> tuple[list[int], list[int]]:
+    if bos is not None and head[:1] != [bos]:
+        head = [bos, *head]
+    return head, tail
+
+
+def _split_without_offsets(tokenizer, pairs):
     contexts = list(dict.fromkeys(c for c, _ in pairs))
     heads = dict(zip(contexts, tokenizer(contexts, add_special_tokens=False)["input_ids"], strict=True))
     wholes = tokenizer([c + x for c, x in pairs], add_special_tokens=False)["input_ids"]
     out = []
     for (context, continuation), whole in zip(pairs, wholes, strict=True):
         head = heads[context]
-        if whole[:len(head)] == head and len(whole) > len(head):
-            out.append((head, whole[len(head):]))
-            continue
-        # a merge crosses the seam: keep the context's own tokens, encode the rest alone
-        tail = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        if not tail:
-            raise ValueError(f"continuation {continuation!r} has no tokens")
-        out.append((head, tail))
+        if whole[:len(head)] != head or len(whole) <= len(head):
+            raise ValueError(f"{type(tokenizer).__name__} has no offsets and merges tokens across the seam of "
+                             f"{context[-20:]!r} + {continuation!r}; use a fast tokenizer")
+        out.append((list(head), list(whole[len(head):])))
     return out
 
 
@@ -69,17 +111,65 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _forward_logits(model, rows: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Logits at every position of right-padded ``rows`` (float32, on the CPU)."""
+class _Reader:
+    """Log-probabilities of given tokens at given positions, without the full logits.
+
+    The vocabulary is the widest axis: a batch of 16 rows x 100 positions x 151,936 Qwen
+    tokens is 0.97 GB of fp32 logits, of which an MCQ reads ~4 positions per row. So the
+    decoder runs alone (hidden states, 16 x 100 x hidden), the rows' read positions are
+    gathered, and only they go through the output layer -- in chunks of ``2**26 / vocab``
+    positions (256 MiB of fp32 logits at most), on the model's device, in float32 for the
+    log-softmax. The first call checks this against the model's own forward pass (a model
+    with logit soft-capping or scaling in its head) and falls back to it if they differ."""
+
+    def __init__(self, model):
+        self.model = model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+        decoder = getattr(base, "get_decoder", lambda: None)()
+        head = getattr(base, "get_output_embeddings", lambda: None)()
+        self.split = decoder is not None and head is not None and decoder is not base
+        self.decoder, self.head, self.checked = decoder, head, False
+
+    def __call__(self, kwargs: dict, reads: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """reads: (row, position, target token); returns (log-prob, is-argmax) per read, on the CPU."""
+        device = _device(self.model)
+        kwargs = {k: v.to(device) for k, v in kwargs.items() if v is not None}
+        rows = torch.tensor([r for r, _, _ in reads], device=device)
+        cols = torch.tensor([c for _, c, _ in reads], device=device)
+        targets = torch.tensor([t for _, _, t in reads], device=device)
+        with torch.inference_mode():
+            if self.split and not self.checked:
+                self._check(kwargs, rows[:8], cols[:8])
+            if self.split:
+                hidden = self.decoder(**kwargs).last_hidden_state[rows, cols]
+                vocab = self.head.weight.shape[0]
+                step = max(1, 2 ** 26 // vocab)
+                picked, best = [], []
+                for i in range(0, len(reads), step):
+                    lp = torch.log_softmax(self.head(hidden[i:i + step]).float(), -1)
+                    picked.append(lp.gather(1, targets[i:i + step, None])[:, 0])
+                    best.append(lp.argmax(-1) == targets[i:i + step])
+                return torch.cat(picked).cpu(), torch.cat(best).cpu()
+            lp = torch.log_softmax(self.model(**kwargs).logits[rows, cols].float(), -1)
+            return lp.gather(1, targets[:, None])[:, 0].cpu(), (lp.argmax(-1) == targets).cpu()
+
+    def _check(self, kwargs: dict, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        one = {k: v[:1] for k, v in kwargs.items()}
+        keep = rows == 0
+        full = self.model(**one).logits[0, cols[keep]].float()
+        mine = self.head(self.decoder(**one).last_hidden_state[0, cols[keep]]).float()
+        self.split = bool(torch.allclose(full, mine, rtol=1e-3, atol=1e-3))
+        self.checked = True
+
+
+def _padded(rows: list[list[int]], pad_id: int) -> dict:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, :len(r)] = torch.tensor(r)
         mask[i, :len(r)] = 1
-    device = _device(model)
-    with torch.inference_mode():
-        return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.detach().float().cpu()
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 @dataclass(frozen=True)
@@ -123,8 +213,8 @@ def _takes_4d_mask(model) -> bool:
     return getattr(config, "_attn_implementation", None) in ("eager", "sdpa")
 
 
-def _forward_tree_logits(model, rows: list[_Tree], pad_id: int) -> torch.Tensor:
-    """Logits at every position of right-padded context-sharing rows (float32, on the CPU)."""
+def _tree_inputs(model, rows: list[_Tree], pad_id: int) -> dict:
+    """Right-padded context-sharing rows with their 4-D additive mask and position ids."""
     width = max(len(r.ids()) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
@@ -137,10 +227,7 @@ def _forward_tree_logits(model, rows: list[_Tree], pad_id: int) -> torch.Tensor:
     dtype = next(model.parameters()).dtype
     # additive mask, as eager attention adds it to the scores: 0 = attend, dtype's min = not
     mask = torch.zeros(allow.shape, dtype=dtype).masked_fill(~allow, torch.finfo(dtype).min)[:, None]
-    device = _device(model)
-    with torch.inference_mode():
-        return model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                     position_ids=positions.to(device)).logits.detach().float().cpu()
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
 
 
 def _batches(order: list[int], batch_size: int):
@@ -152,13 +239,22 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
                           max_length: int | None = None, progress: Callable[[int, int], None] | None = None,
                           share_context: bool = True) -> list[Scored]:
     """Score every (context, continuation) pair; see the module docstring. ``batch_size``
-    counts rows; ``share_context=False`` gives every multi-token continuation its own row."""
+    counts rows; ``share_context=False`` gives every multi-token continuation its own row.
+    Contexts longer than the model's positions lose their start (the BOS is kept)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     limit = max_length or getattr(model.config, "max_position_embeddings", None)
+    bos = leading_bos(tokenizer)
     split = split_all(tokenizer, pairs) if pairs else []
     results: list[Scored | None] = [None] * len(pairs)
+    read = _Reader(model)
+
+    def store(indices: list[int], reads: list[tuple[int, int, int]], counts: list[int], lp, best) -> None:
+        at = 0
+        for i, n in zip(indices, counts, strict=True):
+            results[i] = Scored(float(lp[at:at + n].sum()), n, bool(best[at:at + n].all()))
+            at += n
 
     # 1. single-token continuations of a shared context: one forward pass per context
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -171,15 +267,15 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
     contexts = sorted(groups, key=len, reverse=True)
     done = 0
     for chunk in _batches(list(range(len(contexts))), batch_size):
-        rows = [_clip(list(contexts[j]), limit) for j in chunk]
-        logits = _forward_logits(model, rows, pad)
+        rows = [_clip(list(contexts[j]), limit, bos=bos) for j in chunk]
+        indices, reads = [], []
         for b, j in enumerate(chunk):
-            last = torch.log_softmax(logits[b, len(rows[b]) - 1], -1)  # only where read: the vocab is wide
-            best = int(last.argmax())
-            for i in groups[contexts[j]]:
-                token = split[i][1][0]
-                results[i] = Scored(float(last[token]), 1, best == token)
-        done += sum(len(groups[contexts[j]]) for j in chunk)
+            for i in groups[contexts[j]]:  # the next-token distribution after the context
+                indices.append(i)
+                reads.append((b, len(rows[b]) - 1, split[i][1][0]))
+        lp, best = read(_padded(rows, pad), reads)
+        store(indices, reads, [1] * len(indices), lp, best)
+        done += len(indices)
         if progress:
             progress(done, len(pairs))
 
@@ -195,47 +291,48 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
         fits.sort(key=lambda c: len(c) + sum(len(split[i][1]) for i in shared[c]), reverse=True)
         for chunk in _batches(fits, batch_size):
             rows = [_Tree(list(c), [split[i][1] for i in shared[c]]) for c in chunk]
-            logits = _forward_tree_logits(model, rows, pad)
+            indices, reads, counts = [], [], []
             for b, context in enumerate(chunk):
                 for i, (start, tail) in zip(shared[context], rows[b].branches(), strict=True):
                     # the branch's first token is predicted by the context's last position
                     before = [len(context) - 1] + list(range(start, start + len(tail) - 1))
-                    at = torch.log_softmax(logits[b, before], -1)
-                    target = torch.tensor(tail)
-                    picked = at.gather(1, target[:, None])[:, 0]
-                    results[i] = Scored(float(picked.sum()), len(tail), bool((at.argmax(-1) == target).all()))
-                done += len(shared[context])
+                    reads += [(b, pos, tok) for pos, tok in zip(before, tail, strict=True)]
+                    indices.append(i)
+                    counts.append(len(tail))
+            lp, best = read(_tree_inputs(model, rows, pad), reads)
+            store(indices, reads, counts, lp, best)
+            done += len(indices)
             if progress:
                 progress(done, len(pairs))
 
     # 3. everything else: context + continuation in one row, read the continuation's span
     rest.sort(key=lambda i: len(split[i][0]) + len(split[i][1]), reverse=True)
     for chunk in _batches(rest, batch_size):
-        rows, spans = [], []
-        for i in chunk:
-            head, tail = split[i]
-            row = _clip(head + tail, limit, keep_tail=len(tail))
-            rows.append(row)
-            spans.append((len(row) - len(tail), len(tail)))
-        logits = _forward_logits(model, rows, pad)
+        rows, reads, counts = [], [], []
         for b, i in enumerate(chunk):
-            start, n = spans[b]
+            head, tail = split[i]
+            row = _clip(head + tail, limit, keep_tail=len(tail), bos=bos)
+            start = len(row) - len(tail)
             if start == 0:
                 raise ValueError(f"request {i}: an empty context cannot be scored (no position predicts token 0)")
-            target = torch.tensor(rows[b][start:start + n])
-            at = torch.log_softmax(logits[b, start - 1:start - 1 + n], -1)  # position t predicts token t + 1
-            picked = at.gather(1, target[:, None])[:, 0]
-            results[i] = Scored(float(picked.sum()), n, bool((at.argmax(-1) == target).all()))
+            rows.append(row)
+            reads += [(b, start - 1 + k, tok) for k, tok in enumerate(tail)]  # position t predicts token t + 1
+            counts.append(len(tail))
+        lp, best = read(_padded(rows, pad), reads)
+        store(chunk, reads, counts, lp, best)
         done += len(chunk)
         if progress:
             progress(done, len(pairs))
     return results  # type: ignore[return-value]
 
 
-def _clip(row: list[int], limit: int | None, keep_tail: int = 1) -> list[int]:
-    """Keep the last ``limit`` tokens (the context's start goes first, as lm-eval does)."""
+def _clip(row: list[int], limit: int | None, keep_tail: int = 1, bos: int | None = None) -> list[int]:
+    """Keep the last ``limit`` tokens (the context's start goes first, as lm-eval does),
+    and the BOS in front of them when the row started with one."""
     if limit is None or len(row) <= limit:
         return row
-    if keep_tail >= limit:
+    keep_bos = bos is not None and row[:1] == [bos]
+    room = limit - keep_bos
+    if keep_tail >= room:
         raise ValueError(f"a continuation of {keep_tail} tokens does not fit the model's {limit} positions")
-    return row[-limit:]
+    return ([bos] if keep_bos else []) + row[-room:]
