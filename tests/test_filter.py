@@ -291,3 +291,30 @@ def test_metrics():
     assert low < auroc(y, s) < high and high - low < 0.15
     assert detection([1, 1, 0, 0], [1, 0, 1, 0]) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert error_rate([1, 0, 1, 0], [True, True, False, False]) == 0.5
+
+
+def test_likelihood_judge_reads_the_same_logprobs_as_a_forward_pass_on_every_family(family):
+    """The judge's per-token log-probs (read on the device, head applied only where read)
+    equal a plain forward pass with full logits, on medlab's toy model and the real families."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medlab.evaluate.loglik import leading_bos
+    from medlab.filter.likelihood_judge import LikelihoodJudge
+
+    name, path = family
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
+    judge = LikelihoodJudge(model, tok, ["丙泊酚", "注射痛", "高钾血症"], batch_size=4, fmt="chat")
+    texts = ["丙泊酚的不良反应包括注射痛。", "Propofol causes pain on injection."]
+    got = judge.token_logprobs(texts)
+    first = leading_bos(tok)
+    first = first if first is not None else (tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+    for text, tokens in zip(texts, got, strict=True):
+        ids = [first] + tok(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        want = [float(logp[k, ids[k + 1]]) for k in range(len(ids) - 1)]
+        assert [v for _, _, v in tokens] == pytest.approx(want, abs=1e-4), name
+        assert tokens[-1][1] == len(text)  # offsets cover the text
+    [right] = judge.score_batch([chat("丙泊酚的不良反应包括注射痛。", "丙泊酚有什么不良反应？")])
+    assert right.claims == 1 and right.fact is not None  # scored through the family's chat template

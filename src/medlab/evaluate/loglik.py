@@ -21,7 +21,7 @@ calls ``loglikelihood`` requests. Three things make it fast without changing a n
   end (encoding the two apart would change the tokens a BPE merges across the seam, and
   give a SentencePiece continuation a ``▁`` it never has in context); the BOS a
   tokenizer adds to plain text starts every context, as in the model's training;
-* only the positions read go through the output layer (``_Reader``): at Qwen's 151,936
+* only the positions read go through the output layer (``TokenReader``): at Qwen's 151,936
   tokens the full logits of one batch are a gigabyte, the read ones a few megabytes.
 
 Padding is on the right with an attention mask; a position's logits never see later
@@ -111,14 +111,22 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-class _Reader:
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log-softmax at the targets (logit - logsumexp, float32) and whether each is the argmax;
+    the (N, vocab) log-softmax itself is never written out."""
+    logits = logits.float()
+    picked = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, -1)
+    return picked, logits.argmax(-1) == targets
+
+
+class TokenReader:
     """Log-probabilities of given tokens at given positions, without the full logits.
 
     The vocabulary is the widest axis: a batch of 16 rows x 100 positions x 151,936 Qwen
     tokens is 0.97 GB of fp32 logits, of which an MCQ reads ~4 positions per row. So the
     decoder runs alone (hidden states, 16 x 100 x hidden), the rows' read positions are
-    gathered, and only they go through the output layer -- in chunks of ``2**26 / vocab``
-    positions (256 MiB of fp32 logits at most), on the model's device, in float32 for the
+    gathered, and only they go through the output layer -- in chunks of ``2**24 / vocab``
+    positions (64 MiB of fp32 logits at most), on the model's device, in float32 for the
     log-softmax. The first call checks this against the model's own forward pass (a model
     with logit soft-capping or scaling in its head) and falls back to it if they differ."""
 
@@ -142,16 +150,15 @@ class _Reader:
                 self._check(kwargs, rows[:8], cols[:8])
             if self.split:
                 hidden = self.decoder(**kwargs).last_hidden_state[rows, cols]
-                vocab = self.head.weight.shape[0]
-                step = max(1, 2 ** 26 // vocab)
+                step = max(1, 2 ** 24 // self.head.weight.shape[0])
                 picked, best = [], []
                 for i in range(0, len(reads), step):
-                    lp = torch.log_softmax(self.head(hidden[i:i + step]).float(), -1)
-                    picked.append(lp.gather(1, targets[i:i + step, None])[:, 0])
-                    best.append(lp.argmax(-1) == targets[i:i + step])
+                    lp, top = _target_logprobs(self.head(hidden[i:i + step]), targets[i:i + step])
+                    picked.append(lp)
+                    best.append(top)
                 return torch.cat(picked).cpu(), torch.cat(best).cpu()
-            lp = torch.log_softmax(self.model(**kwargs).logits[rows, cols].float(), -1)
-            return lp.gather(1, targets[:, None])[:, 0].cpu(), (lp.argmax(-1) == targets).cpu()
+            lp, top = _target_logprobs(self.model(**kwargs).logits[rows, cols], targets)
+            return lp.cpu(), top.cpu()
 
     def _check(self, kwargs: dict, rows: torch.Tensor, cols: torch.Tensor) -> None:
         one = {k: v[:1] for k, v in kwargs.items()}
@@ -248,7 +255,7 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
     bos = leading_bos(tokenizer)
     split = split_all(tokenizer, pairs) if pairs else []
     results: list[Scored | None] = [None] * len(pairs)
-    read = _Reader(model)
+    read = TokenReader(model)
 
     def store(indices: list[int], reads: list[tuple[int, int, int]], counts: list[int], lp, best) -> None:
         at = 0

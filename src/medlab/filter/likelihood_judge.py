@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from medlab.evaluate.loglik import TokenReader, leading_bos
+
 PLACEHOLDER = "它"
 SENTENCE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
 
@@ -77,6 +79,7 @@ class LikelihoodJudge:
         if score not in ("fact_span", "pmi", "mean_logprob"):
             raise ValueError(f"unknown likelihood score {score!r}")
         self.model, self.tok = model.eval(), tokenizer
+        self.reader = TokenReader(self.model)
         self.spans = SpanFinder(span_names)
         self.score_kind, self.contrast_weight = score, contrast_weight
         self.batch_size, self.max_tokens, self.fmt = batch_size, max_tokens, fmt
@@ -90,22 +93,28 @@ class LikelihoodJudge:
             return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n".join(m["content"] for m in messages if m["role"] != "system") + "\n"
 
-    @torch.no_grad()
     def token_logprobs(self, texts: list[str]) -> list[list[tuple[int, int, float]]]:
         """Per text: (char start, char end, log-prob) of every token, each predicted from the
-        tokens before it (a BOS/EOS token starts every text)."""
-        bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        tokens before it. A first token predicts the text's first token: the BOS the
+        tokenizer adds to plain text (Llama, Mistral), else its BOS or EOS (a document
+        separator: Qwen and GPT-2-style models start documents after one). Log-probs are
+        read on the model's device, only at the text's tokens (``TokenReader``), so a
+        151k vocabulary costs no batch x length x vocab tensor."""
+        first = leading_bos(self.tok)
+        if first is None:
+            first = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
         enc = self.tok(texts, return_offsets_mapping=True, add_special_tokens=False, padding=True,
                        truncation=True, max_length=self.max_tokens - 1, return_tensors="pt")
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        x = torch.cat([torch.full((ids.shape[0], 1), bos), ids], 1).to(self.model.device)
-        a = torch.cat([torch.ones(ids.shape[0], 1, dtype=mask.dtype), mask], 1).to(self.model.device)
-        logits = self.model(input_ids=x, attention_mask=a).logits[:, :-1].float()
-        lp = logits.log_softmax(-1).gather(2, ids.to(logits.device)[:, :, None])[:, :, 0].cpu()
-        out = []
-        for row in range(len(texts)):
-            out.append([(int(s), int(e), float(lp[row, k]))
-                        for k, (s, e) in enumerate(enc["offset_mapping"][row].tolist()) if mask[row, k]])
+        x = torch.cat([torch.full((ids.shape[0], 1), first), ids], 1)
+        a = torch.cat([torch.ones(ids.shape[0], 1, dtype=mask.dtype), mask], 1)
+        reads = [(row, k, int(ids[row, k])) for row in range(len(texts)) for k in range(ids.shape[1]) if mask[row, k]]
+        lp, _ = self.reader({"input_ids": x, "attention_mask": a}, reads) if reads else ([], [])
+        out: list[list[tuple[int, int, float]]] = [[] for _ in texts]
+        offsets = enc["offset_mapping"].tolist()
+        for (row, k, _), value in zip(reads, lp, strict=True):  # position k of x predicts token k of ids
+            s, e = offsets[row][k]
+            out[row].append((int(s), int(e), float(value)))
         return out
 
     @staticmethod
