@@ -99,10 +99,10 @@ def answers(count: int) -> list[list[dict[str, str]]]:
 
 def worker(way: str, task: str, revision: str, items: int, batch: int, repeat: int) -> dict:
     import torch
+    from helpers.real_models import real_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import medlab.evaluate.mcq as mcq
-    from helpers.real_models import real_model
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     path = real_model("qwen2")
