@@ -74,14 +74,14 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
         sft_collator,
         sft_config,
     )
-    from medlab.train.model import resolve_base
+    from medlab.runtime import resolve_base
 
     params = load_params(ROOT / "params.yaml")
     ft = params.finetune
     stage = next(s for s in ft.recipes[recipe] if s.kind == "sft")
-    kwargs = resolve_base(ROOT / "models" / "base")
-    path = kwargs.pop("pretrained_model_name_or_path")
-    tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+    base = resolve_base(ROOT / "models" / "base")
+    path = base["pretrained_model_name_or_path"]
+    tokenizer = AutoTokenizer.from_pretrained(base["tokenizer_path"], revision=base["revision"])
     unpacked = params.model_copy(update={"finetune": ft.model_copy(update={
         "train": ft.train.model_copy(update={"packing": "none"})})})  # tokenised rows; packed below if asked
     rows, _ = sft_dataset(unpacked, stage, tokenizer, ROOT, params.base.seed)
@@ -100,7 +100,7 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
     if mode == "padded_grouped":
         config.train_sampling_strategy = "group_by_length"  # transformers 5: was group_by_length=True
     torch.manual_seed(params.base.seed)
-    model = load_model(path, **kwargs)
+    model = load_model(path, runtime=params, training="full")
     trainer = make_sft_trainer(model, tokenizer, rows, config, data_collator=sft_collator(packing, tokenizer))
     positions = real = trained = 0  # what the model will compute on, counted from its own batches
     for batch in trainer.get_train_dataloader():

@@ -326,23 +326,49 @@ def test_priority_recipe_records_its_schedule(tmp_path, root, tokenizer, tiny_mo
     assert summary["samples"] == {"corpus_instructions": 16, "sft_instructions": 48 + 48 + 8}
 
 
-def test_lora_unmerged_publishes_adapter_and_base(tmp_path, root, tokenizer, tiny_model):
-    repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model)
+def test_lora_adapters_chain_publish_without_weight_copies_and_load_on_every_family(tmp_path, root, family):
+    """LoRA on each family (target_modules: auto = the family's projections): a two-stage
+    recipe trains stage 1's adapter on top of stage 0's, publishes both adapters and a
+    pointer to models/base (no weight file), and loads as base + adapters in order."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medlab.runtime import load_causal_lm
+
+    name, path = family
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    repo = make_mini_repo(tmp_path / "repo", root, tok, model)
     doc = read_yaml(repo / "params.yaml")
     doc["finetune"]["method"] = "lora"
-    doc["finetune"]["lora"]["merge"] = False
-    doc["finetune"]["lora"]["r"] = 4
+    doc["finetune"]["lora"].update({"merge": False, "r": 4, "target_modules": "auto"})
+    doc["finetune"]["train"]["epochs"] = 1.0
     params = validate_params(doc, root=repo)
-    run_stage(params, "specific_only", 0, repo, log=lambda *_: None)
-    out = repo / "models" / "finetune" / "specific_only"
-    publish(params, "specific_only", repo, out)
-    assert (out / "adapter_config.json").is_file() and (out / "base_model" / "config.json").is_file()
-    assert not (out / "config.json").exists()  # an adapter, not full weights
-    model, _ = load_finetuned(out)
-    merged = load_model(stage_dir(params, "specific_only", 0, repo) / "model")
-    x = torch.tensor([[5, 6, 7, 8, 9]])
+    first = run_stage(params, "general_to_specific", 0, repo, log=lambda *_: None)
+    second = run_stage(params, "general_to_specific", 1, repo, log=lambda *_: None)
+    assert first["steps"] > 0 and second["steps"] > 0 and "adapters of stages 0..0" in second["start"]
+    adapter0 = stage_dir(params, "general_to_specific", 0, repo) / "adapter"
+    config = __import__("json").loads((adapter0 / "adapter_config.json").read_text())
+    if name != "toy":  # every projection of the family's blocks, not the head
+        assert {m.rsplit(".", 1)[-1] for m in config["target_modules"]} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"}, name
+    out = repo / "models" / "finetune" / "g2s"
+    publish(params, "general_to_specific", repo, out)
+    assert (out / "medlab_adapter.json").is_file() and not (out / "config.json").exists()
+    weights = [p.name for p in out.rglob("*.safetensors")]
+    assert weights == ["adapter_model.safetensors"] * 2  # two small adapters, no model copy
+    assert sum(p.stat().st_size for p in out.rglob("*.safetensors")) < (repo / "models/base/model.safetensors"
+                                                                         ).stat().st_size
+    loaded, loaded_tok = load_finetuned(out)
+    assert loaded_tok.chat_template == tok.chat_template
+    by_hand = PeftModel.from_pretrained(load_causal_lm(repo / "models" / "base"), str(adapter0)).merge_and_unload()
+    adapter1 = stage_dir(params, "general_to_specific", 1, repo) / "adapter"
+    by_hand = PeftModel.from_pretrained(by_hand, str(adapter1)).eval()
+    x = torch.tensor([loaded_tok("丙泊酚的常见不良反应包括低血压。")["input_ids"]])
     with torch.no_grad():
-        assert torch.allclose(model(input_ids=x).logits, merged(input_ids=x).logits, atol=1e-4)
+        got, want = loaded(input_ids=x).logits, by_hand(input_ids=x).logits
+        assert torch.allclose(got, want, atol=1e-4)
+        plain = load_causal_lm(repo / "models" / "base")(input_ids=x).logits
+        assert not torch.allclose(got, plain, atol=1e-4)  # the adapters changed the model
 
 
 def test_rope_scaling_runs_past_the_original_context(tmp_path, tokenizer, tiny_model):

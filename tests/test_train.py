@@ -13,16 +13,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-from medlab.train.model import (
+from medlab.runtime import (
     ModelLoadError,
-    build_llama,
-    count_parameters,
+    load_base,
     load_model_and_tokenizer,
     resolve_base,
     write_pointer,
 )
+from medlab.train.model import build_llama, count_parameters
 from medlab.train.pretrain import (
     fingerprint,
     last_complete_checkpoint,
@@ -143,9 +143,16 @@ def test_missing_model_gives_a_clear_error(tmp_path):
 
 def test_pointer_resolves_to_the_pretrained_model(local_model, tmp_path):
     write_pointer(tmp_path / "base", str(local_model), "main", False)
-    spec = resolve_base(tmp_path / "base")
-    model = AutoModelForCausalLM.from_pretrained(**spec)
-    assert model.config.hidden_size == TINY.hidden_size
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == ["medlab_base.json"]  # no weight copy
+    model, tokenizer = load_base(tmp_path / "base")
+    assert model.config.hidden_size == TINY.hidden_size and tokenizer.chat_template
+    # a pointer that keeps this stage's tokenizer (a chat template it added) loads that one
+    own = AutoTokenizer.from_pretrained(local_model)
+    own.chat_template = "{{ messages[0]['content'] }}"
+    write_pointer(tmp_path / "with_template", str(local_model), "main", False, tokenizer=own)
+    assert resolve_base(tmp_path / "with_template")["tokenizer_path"] == str(tmp_path / "with_template")
+    _, loaded = load_base(tmp_path / "with_template")
+    assert loaded.chat_template == own.chat_template
     with pytest.raises(ModelLoadError, match="run the pretrain stage first"):
         resolve_base(tmp_path / "empty")
 

@@ -52,6 +52,16 @@ class BaseParams(Section):
 
 
 # ---------------------------------------------------------------------- knowledge
+class RuntimeParams(Section):
+    """How every stage loads Hugging Face models (medlab.runtime)."""
+
+    device: str = Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"]
+    gradient_checkpointing: bool
+    trust_remote_code: bool
+
+
 class ExternalKG(Section):
     path: str | None
     format: Literal["triples_jsonl", "cmekg_json"]
@@ -464,14 +474,13 @@ class FinetuneTrainParams(Section):
     max_grad_norm: float = Field(gt=0.0)
     logging_steps: int = Field(ge=1)
     save_steps: int = Field(ge=1)
-    gradient_checkpointing: bool
 
 
 class LoraParams(Section):
     r: int = Field(ge=1)
     alpha: float = Field(gt=0.0)
     dropout: float = Field(ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(min_length=1)
+    target_modules: Literal["auto"] | list[str]
     merge: bool
 
 
@@ -718,6 +727,7 @@ class Params(Section):
     """The whole params.yaml: one section per stage (stage name = notebook verb = section)."""
 
     base: BaseParams
+    runtime: RuntimeParams
     knowledge: KnowledgeParams
     corpus: CorpusParams
     benchmark: BenchmarkParams

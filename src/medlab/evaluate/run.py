@@ -6,7 +6,7 @@ configured, the rubric judge on the QA answers (``judges``).
 
 Resume: every finished task is saved at once under
 ``.cache/medlab/evaluate/<model>/<task>-<key>.json``, the key hashing the model's
-fingerprint (weight files' sizes and mtimes), the task's settings and its item ids;
+content fingerprint (medlab.runtime), the task's settings and its item ids;
 generations go through the crash-proof LLM call cache. A crash or Ctrl-C loses at most
 the task in flight (and of a generation task, only the batch in flight); a rerun
 reuses the rest. Any change of model, items or settings changes the key: nothing stale
@@ -32,7 +32,7 @@ from medlab.stats import mean_ci
 
 # Part of every cached task's key: bump it when what a task result holds changes, so a
 # rerun never reuses a result computed by older code.
-RESULT_VERSION = 1
+RESULT_VERSION = 2  # 2: BOS policy and offset-cut seam in the scorer
 
 # The domain word of the MCQ instruction ("以下是{domain}单项选择题"), per item domain.
 DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general": "医学", "auto": "医学"}
@@ -50,30 +50,20 @@ class Subject:
     fingerprint: str
 
 
-def load_subject(name: str, path: str, root: Path, plain_models: Sequence[str]) -> Subject:
-    """Load a model directory: a merged model, an adapter + base (medlab_adapter.json) or
-    the pointer the pretrain stage writes for a real base model."""
-    from medlab.finetune.run import load_finetuned
-    from medlab.llm.hf import model_fingerprint
-    from medlab.train.model import ModelLoadError, load_model_and_tokenizer, resolve_base
+def load_subject(name: str, path: str, root: Path, plain_models: Sequence[str], runtime=None) -> Subject:
+    """Load a model directory through the runtime: full weights, a LoRA recipe (base +
+    adapters, medlab_adapter.json) or the pointer the pretrain stage writes for a real base."""
+    from medlab.runtime import ModelLoadError, fingerprint, load_published
 
     directory = Path(path) if Path(path).is_absolute() else root / path
     if not directory.is_dir():
         raise ModelLoadError(f"evaluate.models.{name}: {directory} is not a directory (run the stage that writes it)")
-    if (directory / "medlab_adapter.json").is_file() or (directory / "model.safetensors").is_file():
-        model, tokenizer = load_finetuned(directory)
-        weights = directory
-    else:
-        kwargs = resolve_base(directory)
-        weights = Path(kwargs["pretrained_model_name_or_path"])
-        model, tokenizer = load_model_and_tokenizer(str(weights), kwargs.get("revision", "main"),
-                                                    kwargs["trust_remote_code"])
-    model.eval()
+    model, tokenizer = load_published(directory, runtime)
     layout = "plain" if name in plain_models else "chat"
     if layout == "chat" and not getattr(tokenizer, "chat_template", None):
         raise ModelLoadError(f"evaluate.models.{name}: {directory} has no chat template; "
                              f"add it to evaluate.plain_models to prompt it as plain text")
-    return Subject(name, directory, layout, model, tokenizer, model_fingerprint(str(weights)))
+    return Subject(name, directory, layout, model, tokenizer, fingerprint(directory))
 
 
 class TaskStore:
@@ -159,7 +149,8 @@ def generator(subject: Subject, cache: CallCache, batch_size: int, max_new_token
     """``generate(list of chats) -> texts``: greedy, batched, every answer cached."""
     from medlab.llm.hf import HFBackend
 
-    backend = HFBackend(str(subject.path), batch_size, model=subject.model, tokenizer=subject.tokenizer)
+    backend = HFBackend(str(subject.path), batch_size, model=subject.model, tokenizer=subject.tokenizer,
+                        layout=subject.layout)
     backend.model = subject.fingerprint
     decoding = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
 

@@ -23,9 +23,10 @@ def pairs_dataset(pairs: list[PreferencePair]) -> Dataset:
          "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs])
 
 
-def dpo_config(dpo, train, output_dir: Path, epochs: float, learning_rate: float, seed: int) -> DPOConfig:
+def dpo_config(dpo, train, output_dir: Path, epochs: float, learning_rate: float, seed: int,
+               runtime=None) -> DPOConfig:
     return DPOConfig(
-        **trainer_args(train, output_dir, epochs, dpo.batch_size, learning_rate, seed),
+        **trainer_args(train, output_dir, epochs, dpo.batch_size, learning_rate, seed, runtime),
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
         max_length=dpo.max_length,

@@ -3,12 +3,22 @@
 
 Every stage's work lives in ``.cache/medlab/finetune/<key>/`` (outside DVC's outputs,
 which DVC deletes before rerunning a stage): ``checkpoints/`` (the trainer's, resumed
-after a crash), ``model/`` (the stage's result, merged weights) and ``history.json``
-(log history and token counts; written last, so its presence means "done"). The key
-hashes everything that determines the stage: the starting model's files, this and every
-earlier stage's spec and data files, the training settings and the seed. So a recipe
-whose first stages equal another's (Hypnos' recipe and Hypnos + DPO) reuses them instead
-of training them twice, and any change starts afresh.
+after a crash), the stage's result and ``history.json`` (log history and token counts;
+written last, so its presence means "done"). The result is ``model/`` (full weights:
+full fine-tuning, or LoRA with ``merge: true``) or ``adapter/`` alone (LoRA with
+``merge: false``: a few MB per stage; the next stage and the evaluation load the base
+model and apply the earlier stages' adapters in order). The key hashes everything that
+determines the stage: the base model's fingerprint (medlab.runtime), this and every
+earlier stage's spec and data files, the training settings, the runtime and the seed.
+So a recipe whose first stages equal another's (Hypnos' recipe and Hypnos + DPO) reuses
+them instead of training them twice, and any change starts afresh.
+
+Disk per recipe (a model of P parameters; fp32 full fine-tuning saves 4P bytes, a
+bf16 model 2P): full fine-tuning keeps one weight copy per stage in the cache and the
+published recipe hard-links the last one (no second copy on the same filesystem;
+DVC's cache adds its own unless ``cache.type`` is a link type); LoRA with ``merge:
+false`` keeps adapters only (2 x r x (d_in + d_out) per adapted matrix: ~40 MB at
+r=16 for a 7B Llama) and publishes them with a pointer to ``models/base``.
 
     accelerate launch --config_file configs/accelerate/ddp.yaml -m medlab.finetune.run \\
         --recipe general_to_specific --stage 0
@@ -33,13 +43,15 @@ from medlab.finetune.sft import (
     lora_model,
     make_sft_trainer,
     pack,
+    rope_scaled_config,
     sft_collator,
     sft_config,
     token_stats,
     tokenize,
 )
 from medlab.records import write_json
-from medlab.train.model import resolve_base
+from medlab.runtime import Runtime, resolve_base
+from medlab.runtime import fingerprint as model_fingerprint
 from medlab.train.monitor import ProgressCallback
 from medlab.train.pretrain import files_digest, fingerprint, train_resumable
 
@@ -48,35 +60,60 @@ def stage_key(params, recipe: str, k: int, root: Path) -> str:
     """Fingerprint of stage ``k`` of ``recipe`` and everything before it."""
     ft = params.finetune
     base = resolve_base(root / "models" / "base")
-    base_dir = Path(base["pretrained_model_name_or_path"])
-    base_files = sorted(p for p in base_dir.glob("*") if p.is_file()) if base_dir.is_dir() else []
     stages = ft.recipes[recipe][:k + 1]
     datasets = {n: [p.model_dump() for p in ft.datasets[n]] for s in stages for n in s.data}
     files = sorted({root / f for parts in datasets.values() for part in parts for f in part["files"]})
     return fingerprint(
-        [str(base), files_digest(base_files)], [s.model_dump() for s in stages], datasets,
+        [str(base), model_fingerprint(base["pretrained_model_name_or_path"], base.get("revision", "main"))],
+        [s.model_dump() for s in stages], datasets,
         {str(f.relative_to(root)): d for f, d in zip(files, files_digest(files), strict=True)},
         ft.method, ft.lora.model_dump(), ft.rope_scaling.model_dump(), ft.train.model_dump(),
-        ft.dpo.model_dump(), params.base.seed)
+        ft.dpo.model_dump(), Runtime.of(params).describe(), params.base.seed)
 
 
 def stage_dir(params, recipe: str, k: int, root: Path) -> Path:
     return root / ".cache" / "medlab" / "finetune" / stage_key(params, recipe, k, root)
 
 
+def adapters_only(params) -> bool:
+    return params.finetune.method == "lora" and not params.finetune.lora.merge
+
+
 def is_done(directory: Path) -> bool:
-    return (directory / "history.json").is_file() and (directory / "model" / "config.json").is_file()
+    result = directory / "model" / "config.json"
+    return (directory / "history.json").is_file() and (result.is_file() or
+                                                      (directory / "adapter" / "adapter_config.json").is_file())
 
 
-def start_model_dir(params, recipe: str, k: int, root: Path) -> tuple[Path, dict]:
-    """Where stage ``k`` starts: the base model, or the previous stage's result."""
-    if k == 0:
-        kwargs = resolve_base(root / "models" / "base")
-        return Path(kwargs.pop("pretrained_model_name_or_path")), kwargs
-    previous = stage_dir(params, recipe, k - 1, root)
-    if not is_done(previous):
-        raise RuntimeError(f"finetune.recipes.{recipe}[{k}] needs stage {k - 1} first (not found in {previous})")
-    return previous / "model", {}
+def load_start(params, recipe: str, k: int, root: Path, training: str):
+    """Model and tokenizer stage ``k`` starts from, and a name for it: the base model (with
+    RoPE scaling if configured), the previous stage's weights, or -- adapters only -- the
+    base with every earlier stage's adapter merged in, in order."""
+    from medlab.runtime import load_causal_lm, load_tokenizer
+
+    runtime = Runtime.of(params)
+    base = resolve_base(root / "models" / "base")
+    base_path, revision = base["pretrained_model_name_or_path"], base.get("revision", "main")
+    previous = [stage_dir(params, recipe, j, root) for j in range(k)]
+    for j, directory in enumerate(previous):
+        if not is_done(directory):
+            raise RuntimeError(f"finetune.recipes.{recipe}[{k}] needs stage {j} first (not found in {directory})")
+    if k and not adapters_only(params):
+        start = previous[-1] / "model"
+        return load_model(start, runtime=runtime, training=training), load_tokenizer(start, runtime), str(start)
+    rope = params.finetune.rope_scaling
+    config = rope_scaled_config(base_path, rope) if rope.type is not None else None
+    remote = base["trust_remote_code"]
+    model = load_causal_lm(base_path, runtime, revision, config=config, training=training, trust_remote_code=remote)
+    tokenizer = (load_tokenizer(previous[-1] / "adapter", runtime) if previous
+                 else load_tokenizer(base["tokenizer_path"], runtime, revision, trust_remote_code=remote))
+    if previous:
+        from peft import PeftModel
+
+        for directory in previous:  # stage j's adapter was trained on top of stages < j
+            model = PeftModel.from_pretrained(model, str(directory / "adapter")).merge_and_unload()
+        return model, tokenizer, f"{base_path} + adapters of stages 0..{k - 1}"
+    return model, tokenizer, str(base_path)
 
 
 def sft_dataset(params, stage, tokenizer, root: Path, seed: int):
@@ -109,18 +146,18 @@ def run_stage(params, recipe: str, k: int, root: Path, log=print) -> dict:
         log(f"[{recipe}:{stage.name}] reusing {directory.relative_to(root)} (same inputs, already trained)")
         return json.loads((directory / "history.json").read_text())
     torch.manual_seed(params.base.seed)
-    start, kwargs = start_model_dir(params, recipe, k, root)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(start), **kwargs)
-    model = load_model(start, rope=ft.rope_scaling if k == 0 else None, **kwargs)
+    runtime = Runtime.of(params)
+    model, tokenizer, start = load_start(params, recipe, k, root, training=ft.method)
+    if tokenizer.pad_token is None:  # Llama 3 ships none; padded positions carry no loss (label -100)
+        tokenizer.pad_token = tokenizer.eos_token
     lr = stage.learning_rate
     started = time.perf_counter()
     if stage.kind == "sft":
         rows, info = sft_dataset(params, stage, tokenizer, root, params.base.seed)
         epochs = stage.epochs or ft.train.epochs
         config = sft_config(ft.train, directory / "checkpoints", epochs, lr or ft.train.learning_rate,
-                            params.base.seed, ft.train.packing, ordered=stage.schedule == "priority")
+                            params.base.seed, ft.train.packing, ordered=stage.schedule == "priority",
+                            runtime=runtime)
         if ft.method == "lora":
             model = lora_model(model, ft.lora)
         per_step = ft.train.batch_size * ft.train.gradient_accumulation_steps
@@ -135,67 +172,103 @@ def run_stage(params, recipe: str, k: int, root: Path, log=print) -> dict:
         info = {"pairs": len(pairs)}
         epochs = stage.epochs or ft.dpo.epochs
         config = dpo_config(ft.dpo, ft.train, directory / "checkpoints", epochs, lr or ft.dpo.learning_rate,
-                            params.base.seed)
+                            params.base.seed, runtime=runtime)
         if ft.method == "lora":
             model = lora_model(model, ft.lora)
         trainer = make_dpo_trainer(model, tokenizer, pairs, config,
                                    [ProgressCallback(ft.dpo.max_length * ft.dpo.batch_size,
                                                      label=f"{recipe}:{stage.name}")])
     resumed = train_resumable(trainer)
+    save_result(trainer, tokenizer, directory, adapters=adapters_only(params))
     if not trainer.is_world_process_zero():
         return {}
-    model = trainer.model
-    if ft.method == "lora":
-        if not ft.lora.merge:
-            adapter = directory / "adapter"
-            shutil.rmtree(adapter, ignore_errors=True)
-            model.save_pretrained(adapter)  # adapter weights only (peft), before merging them in
-        model = model.merge_and_unload()  # the next stage (and evaluation) starts from plain weights
-    tmp = directory / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(directory / "model", ignore_errors=True)
-    os.replace(tmp, directory / "model")
     summary = {"recipe": recipe, "stage": stage.name, "index": k, "kind": stage.kind, "epochs": epochs,
                "steps": trainer.state.global_step, "resumed": resumed,
                "world_size": trainer.args.world_size,
                "train_seconds_this_run": round(time.perf_counter() - started, 2),
-               "start": str(start), "log_history": trainer.state.log_history, **info}
+               "start": start, "log_history": trainer.state.log_history, **info}
     write_json(directory / "history.json", summary)  # last: marks the stage done
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)
     return summary
 
 
-def publish(params, recipe: str, root: Path, out: Path) -> None:
-    """Copy the recipe's final model to ``out`` (merged weights; or, with LoRA and
-    ``merge: false``, the adapter plus the model it applies to under ``base_model/``)."""
-    ft = params.finetune
-    last = len(ft.recipes[recipe]) - 1
-    final = stage_dir(params, recipe, last, root)
-    shutil.rmtree(out, ignore_errors=True)
-    if ft.method == "lora" and not ft.lora.merge:
-        shutil.copytree(final / "adapter", out)
-        start, _ = start_model_dir(params, recipe, last, root)
-        shutil.copytree(start, out / "base_model")
-        write_json(out / "medlab_adapter.json", {"base_model": "base_model", "adapter": "."})
+def save_result(trainer, tokenizer, directory: Path, adapters: bool) -> None:
+    """Write the stage's result atomically (``model.tmp`` -> ``model``). Every process calls
+    this: under FSDP or DeepSpeed ZeRO-3 the weights are sharded, and ``trainer.save_model``
+    gathers the full state dict from all ranks (rank 0 writes it). LoRA: the adapter alone
+    (``adapters``), or merged into full weights."""
+    from peft import PeftModel
+
+    name = "adapter" if adapters else "model"
+    tmp = directory / f"{name}.tmp"
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.model
+    if isinstance(model, PeftModel) and not adapters:
+        if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+            trainer.save_model(str(tmp))  # gathered adapter, merged below on rank 0
+            trainer.accelerator.wait_for_everyone()
+            if not main:
+                return
+            from peft import PeftModel as Peft
+
+            from medlab.runtime import load_causal_lm
+
+            base = load_causal_lm(model.peft_config["default"].base_model_name_or_path, training="full")
+            model = Peft.from_pretrained(base, str(tmp))
+            shutil.rmtree(tmp)
+        elif not main:
+            return
+        model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
     else:
-        shutil.copytree(final / "model", out)
+        trainer.save_model(str(tmp))  # every rank: gathers sharded weights; rank 0 writes
+        trainer.accelerator.wait_for_everyone()
+        if not main:
+            return
+    tokenizer.save_pretrained(tmp)
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle holding this run's paths: not the model
+    shutil.rmtree(directory / name, ignore_errors=True)
+    os.replace(tmp, directory / name)
 
 
-def load_finetuned(path: Path | str):
-    """Model + tokenizer from a published recipe directory (merged, or adapter + base_model/)."""
-    from transformers import AutoTokenizer
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link a file (no second copy of the weights on disk), copy across filesystems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
-    path = Path(path)
-    pointer = path / "medlab_adapter.json"
-    if pointer.is_file():
-        from peft import PeftModel
 
-        base_dir = path / json.loads(pointer.read_text())["base_model"]
-        model = PeftModel.from_pretrained(load_model(base_dir), str(path))
-        return model, AutoTokenizer.from_pretrained(str(base_dir))
-    return load_model(path), AutoTokenizer.from_pretrained(str(path))
+def publish(params, recipe: str, root: Path, out: Path) -> None:
+    """Put the recipe's final model at ``out``: its weights (hard-linked from the stage
+    cache), or -- LoRA, ``merge: false`` -- every stage's adapter under ``adapters/`` plus
+    ``medlab_adapter.json`` pointing at ``models/base`` (no weight copy at all)."""
+    ft = params.finetune
+    stages = ft.recipes[recipe]
+    dirs = [stage_dir(params, recipe, k, root) for k in range(len(stages))]
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    if adapters_only(params):
+        names = []
+        for k, (stage, directory) in enumerate(zip(stages, dirs, strict=True)):
+            names.append(f"adapters/{k}-{stage.name}")
+            shutil.copytree(directory / "adapter", out / names[-1])
+        for file in (dirs[-1] / "adapter").iterdir():  # the last stage's tokenizer files, at the top
+            if file.is_file() and not file.name.startswith("adapter_"):
+                shutil.copy2(file, out / file.name)
+        write_json(out / "medlab_adapter.json",
+                   {"base_model": os.path.relpath(root / "models" / "base", out), "adapters": names})
+        return
+    for file in sorted((dirs[-1] / "model").iterdir()):
+        _link_or_copy(file, out / file.name)
+
+
+def load_finetuned(path: Path | str, runtime=None):
+    """Model + tokenizer from a published recipe directory (see ``medlab.runtime.load_published``)."""
+    from medlab.runtime import load_published
+
+    return load_published(path, runtime)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,11 +24,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig
 from trl import SFTConfig, SFTTrainer
 from trl.data_utils import pack_dataset
 
@@ -87,42 +86,38 @@ def rope_scaled_config(path: Path | str, rope):
     return config
 
 
+def lora_targets(lora):
+    """peft's ``target_modules``: ``auto`` = every linear projection inside the transformer
+    blocks, whatever the family calls them (Llama/Qwen2/Mistral: q/k/v/o_proj,
+    gate/up/down_proj; GPT-2: c_attn, c_proj, c_fc), the output head excluded -- peft's
+    ``all-linear``; a list names them explicitly."""
+    return "all-linear" if lora.target_modules == "auto" else list(lora.target_modules)
+
+
 def lora_model(model, lora):
     """Wrap ``model`` with LoRA adapters (peft) on ``lora.target_modules``."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+                        target_modules=lora_targets(lora), task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 
-def load_model(path: Path | str, rope=None, **kwargs):
-    """A causal LM from a local directory (safetensors), with RoPE scaling if configured."""
+def load_model(path: Path | str, rope=None, runtime=None, training: str | None = None):
+    """A causal LM from a local directory (safetensors) through the runtime, with RoPE
+    scaling if configured; ``training``: full | lora (weights dtype, see medlab.runtime)."""
+    from medlab.runtime import load_causal_lm
+
     config = rope_scaled_config(path, rope) if rope is not None else None
-    if config is not None:
-        kwargs["config"] = config
-    return AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, **kwargs)
-
-
-def bf16_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def cpu_settings() -> dict:
-    """Without a GPU: train on CPU, and across processes (accelerate launch) with gloo."""
-    import torch
-
-    if torch.cuda.is_available():
-        return {}
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return {"use_cpu": True, **({"ddp_backend": "gloo"} if several else {})}
+    return load_causal_lm(path, runtime, config=config, training=training)
 
 
 def trainer_args(train, output_dir: Path, epochs: float, batch_size: int, learning_rate: float,
-                 seed: int) -> dict:
-    """Settings every fine-tuning stage (SFT or DPO) shares, from ``finetune.train``."""
+                 seed: int, runtime=None) -> dict:
+    """Settings every fine-tuning stage (SFT or DPO) shares, from ``finetune.train``; the
+    precision, checkpointing and CPU flags from the runtime (``Runtime.trainer_precision``)."""
+    from medlab.runtime import Runtime
+
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
@@ -139,11 +134,9 @@ def trainer_args(train, output_dir: Path, epochs: float, batch_size: int, learni
         save_total_limit=1,  # the last checkpoint is all a resume needs
         seed=seed,
         data_seed=seed,
-        gradient_checkpointing=train.gradient_checkpointing,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
-        bf16=bf16_available(),  # TRL defaults to bf16; a CPU trains in fp32
-        **cpu_settings(),
+        **Runtime.of(runtime).trainer_precision(),  # TRL defaults to bf16; a CPU trains in fp32
         report_to="none",  # DVCLive is written from the log history at the end
         disable_tqdm=True,
         log_level="warning",
@@ -151,10 +144,10 @@ def trainer_args(train, output_dir: Path, epochs: float, batch_size: int, learni
 
 
 def sft_config(train, output_dir: Path, epochs: float, learning_rate: float, seed: int, packing: str,
-               ordered: bool) -> SFTConfig:
+               ordered: bool, runtime=None) -> SFTConfig:
     """TRL settings for one SFT stage (``finetune.train`` plus the stage's overrides)."""
     return SFTConfig(
-        **trainer_args(train, output_dir, epochs, train.batch_size, learning_rate, seed),
+        **trainer_args(train, output_dir, epochs, train.batch_size, learning_rate, seed, runtime),
         padding_free=packing == "flat",
         max_length=None,  # sequences were cut and packed by tokenize()/pack()
         dataset_kwargs={"skip_prepare_dataset": True},

@@ -12,8 +12,9 @@ from pathlib import Path
 from medlab.llm.base import Backend, ChatRequest, Completion, Decoding, LLMError
 
 
-def make_backend(cfg, root: Path, kb=None, seed: int = 0) -> Backend:
-    """The backend ``generate.teacher`` (or any section of the same shape) asks for."""
+def make_backend(cfg, root: Path, kb=None, seed: int = 0, runtime=None) -> Backend:
+    """The backend ``generate.teacher`` (or any section of the same shape) asks for; an
+    ``hf`` model is loaded through ``runtime`` (params ``runtime``: device, dtype)."""
     if cfg.backend == "simulated":
         from medlab.llm.simulated import SimulatedTeacher
 
@@ -26,7 +27,7 @@ def make_backend(cfg, root: Path, kb=None, seed: int = 0) -> Backend:
         name = cfg.hf.name_or_path
         local = root / name
         return HFBackend(str(local) if local.exists() else name, cfg.hf.batch_size, cfg.hf.revision,
-                         cfg.hf.trust_remote_code)
+                         cfg.hf.trust_remote_code, runtime=runtime)
     if cfg.backend == "openai":
         from medlab.llm.openai_compat import OpenAIBackend
 

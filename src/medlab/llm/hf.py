@@ -1,5 +1,8 @@
 """Any local transformers causal LM as a chat backend: batched generation, left padding,
-the tokenizer's chat template.
+the tokenizer's chat template (or, for a base model without one, a plain-text layout).
+
+Loaded through ``medlab.runtime`` (device, dtype; a published LoRA recipe as base +
+adapters); cached completions are keyed by the model's content fingerprint.
 
 Prompts of a batch are padded on the left so that every row's last prompt token is
 adjacent to its first generated token (right padding would put pad tokens between
@@ -17,41 +20,63 @@ import torch
 
 from medlab.llm.base import ChatRequest, Completion, LLMError
 
+PLAIN_USER, PLAIN_ASSISTANT = "问：", "答："  # the plain-text dialogue layout for base models
+END_OF_TURN = ("<|end|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>")
 
-def model_fingerprint(name_or_path: str) -> str:
-    """Name + (for a local dir) size and mtime of its weight files: part of the cache key,
-    so retrained weights at the same path never reuse stale completions."""
-    path = Path(name_or_path)
-    if not path.is_dir():
-        return name_or_path
-    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-             for p in sorted(path.glob("*.safetensors"))]
-    return f"{name_or_path}#{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:12]}"
+
+def plain_prompt(messages) -> str:
+    """A conversation as plain text for a base model without a chat template:
+    the system text, then ``问：...`` / ``答：...`` lines, ending with ``答：`` to answer."""
+    lines = [m["content"] + "\n" for m in messages if m["role"] == "system"]
+    for m in messages:
+        if m["role"] == "user":
+            lines.append(f"{PLAIN_USER}{m['content']}\n")
+        elif m["role"] == "assistant":
+            lines.append(f"{PLAIN_ASSISTANT}{m['content']}\n")
+    return "".join(lines) + PLAIN_ASSISTANT
 
 
 class HFBackend:
     name = "hf"
 
     def __init__(self, name_or_path: str, batch_size: int = 8, revision: str = "main",
-                 trust_remote_code: bool = False, model=None, tokenizer=None):
-        from medlab.train.model import ModelLoadError, load_model_and_tokenizer
+                 trust_remote_code: bool = False, model=None, tokenizer=None, runtime=None,
+                 layout: str = "auto"):
+        """``layout``: chat (the tokenizer's template), plain (``plain_prompt``, for base
+        models) or auto (chat if the tokenizer has a template)."""
+        from medlab.runtime import (
+            ModelLoadError,
+            fingerprint,
+            load_model_and_tokenizer,
+            load_published,
+        )
 
         if model is None or tokenizer is None:
             try:
-                model, tokenizer = load_model_and_tokenizer(name_or_path, revision, trust_remote_code)
+                if Path(name_or_path).is_dir():
+                    model, tokenizer = load_published(name_or_path, runtime)
+                else:
+                    model, tokenizer = load_model_and_tokenizer(name_or_path, runtime, revision,
+                                                                trust_remote_code=trust_remote_code)
             except ModelLoadError as exc:
                 raise LLMError(str(exc)) from exc
-        if not getattr(tokenizer, "chat_template", None):
-            raise LLMError(f"{name_or_path}: the tokenizer has no chat template")
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if layout == "chat" and not has_template:
+            raise LLMError(f"{name_or_path}: the tokenizer has no chat template (use layout plain)")
+        self.layout = ("chat" if has_template else "plain") if layout == "auto" else layout
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.hf_model, self.tokenizer = model.eval(), tokenizer
-        # Stop at EOS and at the end-of-turn token of medlab's chat template, if present.
+        # Stop at the model's EOS id(s) (generation_config may list several) and at the
+        # end-of-turn token of the family's template, if the vocabulary has one.
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
         vocab = tokenizer.get_vocab()
-        self.stop_ids = [tokenizer.eos_token_id] + [vocab[t] for t in ("<|end|>", "<|im_end|>", "<|eot_id|>")
-                                                    if t in vocab and vocab[t] != tokenizer.eos_token_id]
-        self.model = model_fingerprint(name_or_path)
+        self.stop_ids = list(dict.fromkeys([tokenizer.eos_token_id, *eos] + [vocab[t] for t in END_OF_TURN
+                                                                            if t in vocab]))
+        self.stop_ids = [t for t in self.stop_ids if t is not None]
+        self.model = fingerprint(name_or_path, revision)
         self.batch_size = batch_size
 
     @torch.no_grad()
@@ -70,9 +95,13 @@ class HFBackend:
 
     def _generate_batch(self, requests: list[ChatRequest]) -> list[Completion]:
         tok = self.tokenizer
-        prompts = [tok.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
-                   for r in requests]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        if self.layout == "chat":  # the template writes any BOS itself
+            prompts = [tok.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
+                       for r in requests]
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        else:  # plain text starts as the model's training text did (its BOS, if it has one)
+            prompts = [plain_prompt(r.messages) for r in requests]
+            enc = tok(prompts, return_tensors="pt", padding=True)
         enc = {k: v.to(self.hf_model.device) for k, v in enc.items()}
         d = requests[0].decoding
         sample = d.temperature > 0
@@ -81,6 +110,8 @@ class HFBackend:
             torch.manual_seed(seed)
         kwargs = dict(max_new_tokens=d.max_new_tokens, do_sample=sample,
                       pad_token_id=tok.pad_token_id, eos_token_id=self.stop_ids)
+        if self.layout == "plain":  # a base model goes on to write the next question itself
+            kwargs.update(stop_strings=["\n" + PLAIN_USER], tokenizer=tok)
         if sample:
             kwargs.update(temperature=d.temperature, top_p=d.top_p)
         generated = self.hf_model.generate(**enc, **kwargs)
@@ -91,6 +122,9 @@ class HFBackend:
             stops = [k for k, t in enumerate(ids) if t in self.stop_ids]
             if stops:  # count up to and including the stop token, not the padding after it
                 ids = ids[:stops[0] + 1]
-            completions.append(Completion(text=tok.decode(ids, skip_special_tokens=True).strip(),
+            text = tok.decode(ids, skip_special_tokens=True)
+            if self.layout == "plain":
+                text = text.split("\n" + PLAIN_USER)[0]
+            completions.append(Completion(text=text.strip(),
                                           prompt_tokens=int(mask.sum()), completion_tokens=len(ids)))
         return completions

@@ -42,7 +42,7 @@ from medlab.probe.scale import Item, Scale
 
 # Part of every cached probe result's key: bump it when what a result holds changes, so
 # a rerun never reuses a result computed by older code.
-RESULT_VERSION = 2
+RESULT_VERSION = 3  # 3: BOS policy and offset-cut seam in the scorer
 LETTERS = "ABCDEFG"
 CONTENT_FREE = "（无）"
 ANSWER_CUE = "请只回答选项字母。"

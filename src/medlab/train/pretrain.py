@@ -87,8 +87,11 @@ class BlockDataset(torch.utils.data.Dataset):
 
 
 def make_trainer(model, train_blocks: list[list[int]], valid_blocks: list[list[int]], cfg,
-                 output_dir: Path, seed: int, callbacks: list | None = None) -> Trainer:
-    """An HF Trainer for ``pretrain.train`` params, checkpointing into ``output_dir``."""
+                 output_dir: Path, seed: int, callbacks: list | None = None, runtime=None) -> Trainer:
+    """An HF Trainer for ``pretrain.train`` params, checkpointing into ``output_dir``; precision,
+    activation checkpointing and CPU flags from the runtime (as fine-tuning gets them)."""
+    from medlab.runtime import Runtime
+
     args = TrainingArguments(
         output_dir=str(output_dir),
         max_steps=cfg.max_steps,
@@ -110,6 +113,7 @@ def make_trainer(model, train_blocks: list[list[int]], valid_blocks: list[list[i
         data_seed=seed,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,  # CPU default; avoids a warning per epoch
+        **Runtime.of(runtime).trainer_precision(),
         report_to="none",  # DVCLive is written from the log history at the end
         disable_tqdm=True,
         log_level="warning",

@@ -1,0 +1,92 @@
+"""medlab.runtime: device/dtype resolution, the Trainer's precision flags, loading through
+one place (any family), and the content fingerprint that cache keys use."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from medlab.config import read_yaml, validate_params
+from medlab.runtime import (
+    ModelLoadError,
+    Runtime,
+    fingerprint,
+    load_model_and_tokenizer,
+    load_published,
+    resolve_dtype,
+)
+
+
+def test_auto_resolves_to_fp32_on_a_cpu_and_the_trainer_gets_matching_flags(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    runtime = Runtime()
+    assert runtime.device.type == "cpu" and runtime.dtype == torch.float32
+    flags = runtime.trainer_precision()
+    assert flags["bf16"] is False and flags["fp16"] is False and flags["use_cpu"] is True
+    assert "ddp_backend" not in flags
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert runtime.trainer_precision()["ddp_backend"] == "gloo"
+    assert Runtime(dtype="bfloat16").trainer_precision()["bf16"] is True
+    with pytest.raises(ModelLoadError, match="runtime.device: 'cuda' but no CUDA GPU"):
+        Runtime(device="cuda")
+
+
+def test_auto_dtype_on_a_gpu_is_bf16_where_supported(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
+
+
+def test_training_loads_full_weights_in_fp32_and_lora_bases_in_the_runtime_dtype():
+    runtime = Runtime(dtype="bfloat16")
+    assert runtime.load_kwargs("full")["dtype"] == torch.float32
+    assert runtime.load_kwargs("lora")["dtype"] == torch.bfloat16
+    assert runtime.load_kwargs()["dtype"] == torch.bfloat16
+    assert "attn_implementation" not in runtime.load_kwargs()
+    assert Runtime(attn_implementation="eager").load_kwargs()["attn_implementation"] == "eager"
+
+
+def test_the_runtime_section_is_validated_with_named_keys(root):
+    doc = read_yaml(root / "params.yaml")
+    doc["runtime"]["device"] = "gpu"
+    doc["runtime"]["dtype"] = "fp8"
+    with pytest.raises(Exception) as err:
+        validate_params(doc, root=root)
+    assert "runtime.device" in str(err.value) and "runtime.dtype" in str(err.value)
+
+
+def test_every_family_loads_in_the_requested_dtype(family):
+    name, path = family
+    model, tokenizer = load_model_and_tokenizer(path, Runtime(dtype="bfloat16"))
+    assert next(model.parameters()).dtype == torch.bfloat16 and not model.training
+    assert tokenizer.chat_template, name
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        load_model_and_tokenizer(path.parent / "not-there")
+
+
+def test_fingerprint_follows_content_not_mtime(tmp_path, family_dirs):
+    source = family_dirs("mistral")
+    model = tmp_path / "m"
+    shutil.copytree(source, model)
+    first = fingerprint(model)
+    stamp = model / "model.safetensors"
+    os.utime(stamp, (1, 1))  # touched, same bytes: same model
+    assert fingerprint(model) == first
+    config = json.loads((model / "tokenizer_config.json").read_text())  # a changed chat template is a new model
+    config["chat_template"] = "{{ messages[0]['content'] }}"
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    changed_template = fingerprint(model)
+    assert changed_template != first
+    loaded, _ = load_published(model)  # retrained weights (same size) change it too
+    with torch.no_grad():
+        loaded.lm_head.weight[-1, :] += 1.0
+    loaded.save_pretrained(model)
+    assert fingerprint(model) not in (first, changed_template)
+    assert fingerprint("Qwen/Qwen2.5-7B-Instruct", "abc123") == "Qwen/Qwen2.5-7B-Instruct@abc123"
