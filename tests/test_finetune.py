@@ -451,3 +451,29 @@ def test_two_cpu_processes_through_accelerate(tmp_path, root, tokenizer, tiny_mo
     alone = run_stage(mini_params(single), "specific_only", 0, single, log=lambda *_: None)
     # two processes split each epoch: half the optimizer steps of one process
     assert summary["steps"] * 2 == alone["steps"], (summary["steps"], alone["steps"])
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_cpu_processes_saves_a_gathered_model(tmp_path, root, family_dirs):
+    """FSDP2 (parameters sharded across 2 gloo processes) on a real architecture: every rank
+    takes part in trainer.save_model, which gathers the full state dict; the saved model
+    loads as a normal Hugging Face directory and its weights moved."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = family_dirs("llama")
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    repo = make_mini_repo(tmp_path / "repo", root, tok, model, train__epochs=1.0, train__packing="none")
+    shutil.copytree(root / "configs", repo / "configs")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/fsdp_cpu.yaml",
+           "--num_processes", "2", "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
+    out, _ = _run(repo, cmd).communicate(timeout=600)
+    directory = stage_dir(mini_params(repo), "specific_only", 0, repo)
+    assert is_done(directory), out
+    assert json.loads((directory / "history.json").read_text())["world_size"] == 2
+    saved = AutoModelForCausalLM.from_pretrained(directory / "model")
+    names = dict(model.named_parameters())
+    assert set(dict(saved.named_parameters())) == set(names)  # whole, not one rank's shard
+    assert any((names[k] - v).abs().max() > 0 for k, v in saved.named_parameters())
+    assert all(torch.isfinite(v).all() for v in saved.parameters())

@@ -202,6 +202,8 @@ def save_result(trainer, tokenizer, directory: Path, adapters: bool) -> None:
     name = "adapter" if adapters else "model"
     tmp = directory / f"{name}.tmp"
     main = trainer.is_world_process_zero()
+    if trainer.is_fsdp_enabled:  # checkpoints may be sharded; the result is one full state dict
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
     model = trainer.model
