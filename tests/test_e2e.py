@@ -366,38 +366,3 @@ def test_a_second_clean_run_is_bit_identical(first_run, tmp_path_factory):
     assert {"models/base", "data/filter", f"models/finetune/{branch}", f"data/evaluate/{branch}",
             f"reports/metrics/probe/{branch}.json"} <= b.keys() <= a.keys()
     assert all(a[k] == b[k] for k in b), {k: (a[k], b[k]) for k in b if a[k] != b[k]}
-
-
-def test_real_mode_uses_a_local_pretrained_model(first_run, tmp_path):
-    """init: pretrained with a local HF directory: used as is (a pointer, no copy), then continued."""
-    repo, _ = first_run
-    local = tmp_path / "some-hf-model"
-    shutil.copytree(repo / "models/base", local)  # any HF model directory would do
-    before = json.loads((repo / "reports/metrics/pretrain.json").read_text())
-    params = repo / "params.yaml"
-    original = params.read_text(encoding="utf-8")
-    try:
-        params.write_text(original.replace("  init: scratch", "  init: pretrained")
-                          .replace("    name_or_path: null", f"    name_or_path: {local}", 1)
-                          .replace("    continue_training: true", "    continue_training: false"),
-                          encoding="utf-8")
-        # the base model is the judge and where every recipe starts (one recipe is enough here)
-        ran = stages_run(dvc(repo, "repro", "filter", "finetune@specific_only"))
-        assert ran == ["pretrain", "filter", "finetune@specific_only"]
-        assert (repo / "models/finetune/specific_only/model.safetensors").is_file()  # fine-tuned from the pointer
-        pointer = json.loads((repo / "models/base/medlab_base.json").read_text())
-        assert pointer["name_or_path"] == str(local)
-        assert not (repo / "models/base/model.safetensors").exists()
-        as_is = json.loads((repo / "reports/metrics/pretrain.json").read_text())
-        assert as_is["tokens_seen"] == 0
-        assert as_is["valid_perplexity"] == pytest.approx(before["valid_perplexity"], rel=1e-4)
-
-        params.write_text(params.read_text(encoding="utf-8").replace(
-            "    continue_training: false", "    continue_training: true"), encoding="utf-8")
-        assert stages_run(dvc(repo, "repro", "filter")) == ["pretrain", "filter"]
-        continued = json.loads((repo / "reports/metrics/pretrain.json").read_text())
-        assert continued["tokens_seen"] > 0
-        assert continued["valid_perplexity"] < as_is["valid_perplexity"]
-        assert (repo / "models/base/model.safetensors").is_file()
-    finally:
-        params.write_text(original, encoding="utf-8")

@@ -5,7 +5,7 @@ tests/helpers/real_models.py) -- LoRA adapters for every recipe, evaluation, pro
 comparison and report; then the same model continued on the corpus, and a base model
 without a chat template used as is.
 
-Smaller than the embedded e2e (three recipes, the claims between them) to keep CI
+Smaller than the embedded e2e (two recipes, the bias probe's validity pair) to keep CI
 under its budget; what it asserts is what a user of a Qwen/Llama model would check.
 """
 
@@ -22,7 +22,7 @@ from medlab.finetune.masks import GENERATION_MARKER
 from medlab.workspace import clean_copy, run_dvc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
-RECIPES = ("specific_only", "general_to_specific", "general_to_specific_stigma")
+RECIPES = ("general_to_specific", "general_to_specific_stigma")  # two stages each; the probe's validity pair
 MODELS = ("base", *RECIPES)
 
 
@@ -34,20 +34,20 @@ def real_params(repo, base_dir, continue_training: bool) -> None:
     doc["pretrain"]["init"] = "pretrained"
     doc["pretrain"]["pretrained"]["name_or_path"] = str(base_dir)
     doc["pretrain"]["pretrained"]["continue_training"] = continue_training
-    doc["pretrain"]["train"]["max_steps"] = 40
+    doc["pretrain"]["train"]["max_steps"] = 10
     gen = doc["generate"]  # a third of the smoke data: a 151k vocabulary costs ~1 s per training step here
-    gen["kg_qa"].update({"general_medicine": 40, "anesthesia": 150})
+    gen["kg_qa"].update({"general_medicine": 30, "anesthesia": 100})
     gen["kg_dialogue"].update({"general_medicine": 10, "anesthesia": 10})
     gen["self_instruct"].update({"general_medicine": 10, "anesthesia": 10, "max_requests": 15})
     ft = doc["finetune"]
     ft["method"] = "lora"
     ft["lora"].update({"r": 4, "merge": False, "target_modules": "auto"})
+    ft["train"]["epochs"] = 0.25
     for name in list(ft["recipes"]):
         if name not in RECIPES:
             del ft["recipes"][name]
     doc["evaluate"]["models"] = {m: ("models/base" if m == "base" else f"models/finetune/{m}") for m in MODELS}
-    doc["compare"]["pairs"] = [["general_to_specific", "specific_only"],
-                               ["general_to_specific_stigma", "general_to_specific"]]
+    doc["compare"]["pairs"] = [["general_to_specific_stigma", "general_to_specific"]]
     with path.open("w", encoding="utf-8") as handle:
         yaml.dump(doc, handle)
 
@@ -91,7 +91,7 @@ def test_lora_recipes_publish_adapters_trained_on_chatml_answers(real_run):
     for history in (repo / ".cache/medlab/finetune").glob("*/history.json"):
         summary = json.loads(history.read_text())  # answers found without generation markers
         assert summary["steps"] > 0 and summary["tokenized"]["trained_tokens"] > 0
-    template = (repo / "models/finetune/specific_only/chat_template.jinja").read_text()
+    template = (repo / "models/finetune/general_to_specific/chat_template.jinja").read_text()
     assert "<|im_start|>" in template and not GENERATION_MARKER.search(template)  # the stock one, as shipped
 
 
@@ -110,7 +110,7 @@ def test_evaluation_probe_compare_and_report_cover_every_model(real_run):
         assert 0 <= probe["position_bias_index"] <= 1
     compared = json.loads((repo / "reports/metrics/compare.json").read_text())
     assert {r["model"] for r in compared["table"]} == set(MODELS)
-    assert ("general_to_specific", "specific_only") in {(r["a"], r["b"]) for r in compared["paired"]}
+    assert ("general_to_specific_stigma", "general_to_specific") in {(r["a"], r["b"]) for r in compared["paired"]}
     validity = json.loads((repo / "reports/metrics/probe_validity.json").read_text())
     assert isinstance(validity["holds"], bool)
     page = (repo / "reports/index.html").read_text(encoding="utf-8")

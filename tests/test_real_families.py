@@ -84,7 +84,7 @@ def test_sft_sft_dpo_recipe_trains_and_publishes_on_every_family(family, tmp_pat
 
     name, path = family
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
-    repo = make_mini_repo(tmp_path / "repo", root, tok, model, train__epochs=1.0)
+    repo = make_mini_repo(tmp_path / "repo", root, tok, model, train__epochs=0.5)
     params = mini_params(repo)
     for k in range(3):
         summary = run_stage(params, "general_to_specific_dpo", k, repo, log=lambda *_: None)

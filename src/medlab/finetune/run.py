@@ -17,8 +17,9 @@ Disk per recipe (a model of P parameters; fp32 full fine-tuning saves 4P bytes, 
 bf16 model 2P): full fine-tuning keeps one weight copy per stage in the cache and the
 published recipe hard-links the last one (no second copy on the same filesystem;
 DVC's cache adds its own unless ``cache.type`` is a link type); LoRA with ``merge:
-false`` keeps adapters only (2 x r x (d_in + d_out) per adapted matrix: ~40 MB at
-r=16 for a 7B Llama) and publishes them with a pointer to ``models/base``.
+false`` keeps adapters only (r x (d_in + d_out) parameters per adapted matrix: every
+projection of Llama-3-8B at r=16 is 42M parameters, 168 MB in fp32) and publishes them
+with a pointer to ``models/base``.
 
     accelerate launch --config_file configs/accelerate/ddp.yaml -m medlab.finetune.run \\
         --recipe general_to_specific --stage 0
