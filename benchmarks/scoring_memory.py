@@ -8,9 +8,10 @@ the new one runs the decoder, gathers the positions it reads and applies the out
 layer only there (``medlab.evaluate.loglik.TokenReader``). Measured here on the tiny
 Qwen2-architecture fixture with the real Qwen tokenizer (tests/helpers/real_models.py:
 2 layers, hidden 64 -- the vocabulary dominates, as it does in cost per token for the
-logits of any model): cloze scoring of the anesthesia MCQ test items (built from the
-embedded knowledge base, as the benchmark stage does) and the filter's likelihood
-judge on 64 answers, each way in its own process so that peak memory is its own:
+logits of any model): cloze scoring and letter scoring (4 option-order rotations) of the
+anesthesia MCQ test items (built from the embedded knowledge base, as the benchmark
+stage does) and the filter's likelihood judge on 64 answers, each way in its own
+process so that peak memory is its own:
 
 * peak extra RSS: the highest resident set size while scoring minus the size just
   before (sampled every 2 ms), MiB;
@@ -108,12 +109,12 @@ def worker(way: str, task: str, revision: str, items: int, batch: int, repeat: i
     path = real_model("qwen2")
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
     best, out = float("inf"), None
-    if task == "cloze":
+    if task in ("cloze", "letter"):
         data = anesthesia_items(items)
         if way == "before":
             mcq.continuation_logprobs = module_at(revision, "src/medlab/evaluate/loglik.py",
                                                   "loglik_before").continuation_logprobs
-        run = lambda: mcq.score_loglik(model, tokenizer, data, scoring="cloze", layout="chat",  # noqa: E731
+        run = lambda: mcq.score_loglik(model, tokenizer, data, scoring=task, layout="chat",  # noqa: E731
                                        domain="麻醉学", batch_size=batch)
         shape = lambda results: [r.picks for r in results]  # noqa: E731
     else:
@@ -150,7 +151,7 @@ def main() -> None:
         print(json.dumps(worker(*args.worker, args.before, args.items, args.batch, args.repeat)))
         return
     runs = {}
-    for task in ("cloze", "judge"):
+    for task in ("cloze", "letter", "judge"):
         for way in ("before", "after"):
             done = subprocess.run([sys.executable, __file__, "--worker", way, task, "--before", args.before,
                                    "--items", str(args.items), "--batch", str(args.batch), "--repeat",
@@ -160,9 +161,9 @@ def main() -> None:
             print(f"{task:>6} {way:>6}: {r['per_s']:8.1f} items/s  peak extra RSS {r['peak_extra_rss_mib']:7.1f} MiB",
                   flush=True)
     rows = []
-    for task in ("cloze", "judge"):
+    for task in ("cloze", "letter", "judge"):
         before, after = runs[(task, "before")], runs[(task, "after")]
-        if task == "cloze":
+        if task != "judge":
             same = before["result"] == after["result"]
         else:
             same = all(abs(a - b) <= 1e-3 for a, b in zip(before["result"], after["result"], strict=True))

@@ -125,9 +125,9 @@ class TokenReader:
     The vocabulary is the widest axis: a batch of 16 rows x 100 positions x 151,936 Qwen
     tokens is 0.97 GB of fp32 logits, of which an MCQ reads ~4 positions per row. So the
     decoder runs alone (hidden states, 16 x 100 x hidden), the rows' read positions are
-    gathered, and only they go through the output layer -- in chunks of ``2**24 / vocab``
-    positions (64 MiB of fp32 logits at most), on the model's device, in float32 for the
-    log-softmax. The first call checks this against the model's own forward pass (a model
+    gathered, and only they go through the output layer -- each distinct position once,
+    in chunks of ``2**24 / vocab`` positions (64 MiB of fp32 logits at most), on the
+    model's device, in float32 for the log-softmax. The first call checks this against the model's own forward pass (a model
     with logit soft-capping or scaling in its head) and falls back to it if they differ."""
 
     def __init__(self, model):
@@ -149,16 +149,27 @@ class TokenReader:
             if self.split and not self.checked:
                 self._check(kwargs, rows[:8], cols[:8])
             if self.split:
-                hidden = self.decoder(**kwargs).last_hidden_state[rows, cols]
-                step = max(1, 2 ** 24 // self.head.weight.shape[0])
-                picked, best = [], []
-                for i in range(0, len(reads), step):
-                    lp, top = _target_logprobs(self.head(hidden[i:i + step]), targets[i:i + step])
-                    picked.append(lp)
-                    best.append(top)
-                return torch.cat(picked).cpu(), torch.cat(best).cpu()
+                return self._read_split(kwargs, rows, cols, targets)
             lp, top = _target_logprobs(self.model(**kwargs).logits[rows, cols], targets)
             return lp.cpu(), top.cpu()
+
+    def _read_split(self, kwargs: dict, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor):
+        """Decoder once; the head once per distinct read position (the four options of a
+        cloze item are all read first at the context's last position), in chunks."""
+        hidden = self.decoder(**kwargs).last_hidden_state
+        width = hidden.shape[1]
+        positions, which = torch.unique(rows * width + cols, return_inverse=True)
+        hidden = hidden.reshape(-1, hidden.shape[-1])[positions]
+        picked = torch.empty(len(targets), dtype=torch.float32, device=targets.device)
+        best = torch.empty(len(targets), dtype=torch.bool, device=targets.device)
+        step = max(1, 2 ** 24 // self.head.weight.shape[0])
+        for start in range(0, len(positions), step):
+            logp = torch.log_softmax(self.head(hidden[start:start + step]).float(), -1)
+            here = (which >= start) & (which < start + step)
+            at, want = which[here] - start, targets[here]
+            picked[here] = logp[at, want]
+            best[here] = logp.argmax(-1)[at] == want
+        return picked.cpu(), best.cpu()
 
     def _check(self, kwargs: dict, rows: torch.Tensor, cols: torch.Tensor) -> None:
         one = {k: v[:1] for k, v in kwargs.items()}
