@@ -432,17 +432,23 @@ def test_sigkill_mid_stage_then_rerun_resumes_and_matches(tmp_path, root, tokeni
     assert worst <= 1e-5, f"resumed run differs from the uninterrupted one by {worst}"
 
 
+def launch_two_processes(repo: Path, root: Path, config: str) -> tuple[Path, str]:
+    """``accelerate launch`` of stage 0 of specific_only as 2 CPU processes; (stage dir, output)."""
+    shutil.copytree(root / "configs", repo / "configs")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"configs/accelerate/{config}",
+           "--num_processes", "2", "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
+    out, _ = _run(repo, cmd).communicate(timeout=600)
+    directory = stage_dir(mini_params(repo), "specific_only", 0, repo)
+    assert is_done(directory), out
+    return directory, out
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_through_accelerate(tmp_path, root, tokenizer, tiny_model):
     """The distributed path: `accelerate launch` with 2 CPU processes (gloo backend)."""
     overrides = {"train__epochs": 4.0, "train__packing": "none"}
     repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model, **overrides)
-    shutil.copytree(root / "configs", repo / "configs")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp_cpu.yaml",
-           "--num_processes", "2", "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
-    out, _ = _run(repo, cmd).communicate(timeout=600)
-    directory = stage_dir(mini_params(repo), "specific_only", 0, repo)
-    assert is_done(directory), out
+    directory, out = launch_two_processes(repo, root, "ddp_cpu.yaml")
     import json
 
     summary = json.loads((directory / "history.json").read_text())
@@ -465,12 +471,7 @@ def test_fsdp_on_two_cpu_processes_saves_a_gathered_model(tmp_path, root, family
     path = family_dirs("llama")
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
     repo = make_mini_repo(tmp_path / "repo", root, tok, model, train__epochs=1.0, train__packing="none")
-    shutil.copytree(root / "configs", repo / "configs")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/fsdp_cpu.yaml",
-           "--num_processes", "2", "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
-    out, _ = _run(repo, cmd).communicate(timeout=600)
-    directory = stage_dir(mini_params(repo), "specific_only", 0, repo)
-    assert is_done(directory), out
+    directory, _ = launch_two_processes(repo, root, "fsdp_cpu.yaml")
     assert json.loads((directory / "history.json").read_text())["world_size"] == 2
     saved = AutoModelForCausalLM.from_pretrained(directory / "model")
     names = dict(model.named_parameters())
