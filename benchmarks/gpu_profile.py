@@ -36,7 +36,7 @@ ROOT = HERE.parent
 H200_BF16_DENSE_TFLOPS = 989.0
 TINY = {"pretrain": {"tokenizer": {"vocab_size": 400},
                      "model": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                               "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256},
+                               "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 512},
                      "train": {"block_size": 64, "batch_size": 4}},
         "finetune": {"train": {"batch_size": 4, "max_length": 128, "packing": "rows"}},
         "evaluate": {"batch_size": 8}}
