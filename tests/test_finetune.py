@@ -478,3 +478,17 @@ def test_fsdp_on_two_cpu_processes_saves_a_gathered_model(tmp_path, root, family
     assert set(dict(saved.named_parameters())) == set(names)  # whole, not one rank's shard
     assert any((names[k] - v).abs().max() > 0 for k, v in saved.named_parameters())
     assert all(torch.isfinite(v).all() for v in saved.parameters())
+
+
+def test_merged_lora_under_sharding_is_refused_before_training():
+    from medlab.finetune.run import check_sharding
+
+    def params(method, merge):
+        return SimpleNamespace(finetune=SimpleNamespace(method=method, lora=SimpleNamespace(merge=merge)))
+
+    sharded = SimpleNamespace(is_fsdp_enabled=True, is_deepspeed_enabled=False)
+    with pytest.raises(ValueError, match="finetune.lora.merge: true cannot merge"):
+        check_sharding(sharded, params("lora", True))
+    check_sharding(sharded, params("lora", False))  # adapters only: fine
+    check_sharding(sharded, params("full", True))
+    check_sharding(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False), params("lora", True))

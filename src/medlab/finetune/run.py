@@ -179,6 +179,7 @@ def run_stage(params, recipe: str, k: int, root: Path, log=print) -> dict:
         trainer = make_dpo_trainer(model, tokenizer, pairs, config,
                                    [ProgressCallback(ft.dpo.max_length * ft.dpo.batch_size,
                                                      label=f"{recipe}:{stage.name}")])
+    check_sharding(trainer, params)
     resumed = train_resumable(trainer)
     save_result(trainer, tokenizer, directory, adapters=adapters_only(params))
     if not trainer.is_world_process_zero():
@@ -197,7 +198,7 @@ def save_result(trainer, tokenizer, directory: Path, adapters: bool) -> None:
     """Write the stage's result atomically (``model.tmp`` -> ``model``). Every process calls
     this: under FSDP or DeepSpeed ZeRO-3 the weights are sharded, and ``trainer.save_model``
     gathers the full state dict from all ranks (rank 0 writes it). LoRA: the adapter alone
-    (``adapters``), or merged into full weights."""
+    (``adapters``), or merged into full weights (unsharded runs only: ``check_sharding``)."""
     from peft import PeftModel
 
     name = "adapter" if adapters else "model"
@@ -208,20 +209,8 @@ def save_result(trainer, tokenizer, directory: Path, adapters: bool) -> None:
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
     model = trainer.model
-    if isinstance(model, PeftModel) and not adapters:
-        if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
-            trainer.save_model(str(tmp))  # gathered adapter, merged below on rank 0
-            trainer.accelerator.wait_for_everyone()
-            if not main:
-                return
-            from peft import PeftModel as Peft
-
-            from medlab.runtime import load_causal_lm
-
-            base = load_causal_lm(model.peft_config["default"].base_model_name_or_path, training="full")
-            model = Peft.from_pretrained(base, str(tmp))
-            shutil.rmtree(tmp)
-        elif not main:
+    if isinstance(model, PeftModel) and not adapters:  # not sharded: refused before training
+        if not main:
             return
         model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
     else:
@@ -233,6 +222,15 @@ def save_result(trainer, tokenizer, directory: Path, adapters: bool) -> None:
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle holding this run's paths: not the model
     shutil.rmtree(directory / name, ignore_errors=True)
     os.replace(tmp, directory / name)
+
+
+def check_sharding(trainer, params) -> None:
+    """Before any training step: merging LoRA adapters needs the whole model in one process,
+    which FSDP and ZeRO-3 do not give; sharded LoRA runs keep adapters (gathered on save)."""
+    ft = params.finetune
+    if ft.method == "lora" and ft.lora.merge and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        raise ValueError("finetune.lora.merge: true cannot merge adapters under FSDP/DeepSpeed sharding; "
+                         "set it to false (each stage keeps its gathered adapter)")
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
