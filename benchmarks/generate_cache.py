@@ -20,8 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from medlab.records import write_json
-from medlab.workspace import clean_copy, run_dvc
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers.workspace import clean_copy, run_dvc  # noqa: E402
+
+from medlab.records import write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE.parent / "tests" / "helpers" / "fake_openai.py"

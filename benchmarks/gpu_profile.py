@@ -97,7 +97,7 @@ class StepTimer:
 def corpus_and_tokenizer(params):
     from medlab.corpus.render import render_corpus
     from medlab.knowledge import load_embedded
-    from medlab.train.tokenizer import train_tokenizer
+    from medlab.pretrain.tokenizer import train_tokenizer
 
     kb = load_embedded()
     c = params.corpus
@@ -111,11 +111,12 @@ def corpus_and_tokenizer(params):
 
 
 def measure_pretrain(params, runtime, model, tokenizer, docs, steps, warmup, out_dir) -> dict:
-    from medlab.train.pretrain import make_trainer, pack
+    from medlab.packing import pack_stream
+    from medlab.pretrain.trainer import make_trainer
 
     cfg = params.pretrain.train
     ids = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
-    blocks = pack(ids, cfg.block_size, tokenizer.eos_token_id)
+    blocks = pack_stream(ids, cfg.block_size, tokenizer.eos_token_id)
     train = cfg.model_copy(update={"max_steps": steps + warmup, "eval_steps": 10 ** 9, "save_steps": 10 ** 9,
                                    "logging_steps": 10 ** 9})
     timer = StepTimer(warmup)
@@ -130,19 +131,19 @@ def measure_pretrain(params, runtime, model, tokenizer, docs, steps, warmup, out
 def measure_sft(params, runtime, model, tokenizer, docs, steps, warmup, out_dir) -> dict:
     from medlab.finetune.sft import (
         make_sft_trainer,
-        pack,
         sft_collator,
         sft_config,
         token_stats,
         tokenize,
     )
+    from medlab.packing import pack_rows
 
     ft = params.finetune.train
     chats = [[{"role": "user", "content": f"请介绍{d.subject}。"}, {"role": "assistant", "content": d.text}]
              for d in docs]
     rows = tokenize(tokenizer, chats, ft.max_length)
     if ft.packing != "none":
-        rows = pack(rows, ft.max_length)
+        rows = pack_rows(rows, ft.max_length)
     per_row = token_stats(rows)["tokens"] / len(rows)
     config = sft_config(ft, out_dir, 1.0, ft.learning_rate, params.base.seed, ft.packing, ordered=False,
                         runtime=runtime)
@@ -176,10 +177,10 @@ def measure_scoring(params, model, tokenizer, kb, items: int) -> dict:
 def main(argv=None) -> dict:
     import tempfile
 
+    from medlab.pretrain.model import build_llama, count_parameters
     from medlab.records import write_json
     from medlab.runtime import Runtime
     from medlab.seeding import seed_everything
-    from medlab.train.model import build_llama, count_parameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="CPU-sized model, same code")

@@ -70,10 +70,10 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
         IGNORE,
         load_model,
         make_sft_trainer,
-        pack,
         sft_collator,
         sft_config,
     )
+    from medlab.packing import pack_rows
     from medlab.runtime import resolve_base
 
     params = load_params(ROOT / "params.yaml")
@@ -90,7 +90,7 @@ def one_mode(mode: str, recipe: str, samples: int, epochs: float, out_dir: Path)
     n_samples = len(rows)
     packing = {"packed_rows": "rows", "packed_flat": "flat"}.get(mode, "none")
     if packing != "none":
-        rows = pack(rows, ft.train.max_length)
+        rows = pack_rows(rows, ft.train.max_length)
     config = sft_config(ft.train, out_dir / mode, epochs, ft.train.learning_rate, params.base.seed,
                         packing=packing, ordered=False)
     config.save_strategy = "no"

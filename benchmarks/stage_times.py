@@ -3,7 +3,7 @@
     python benchmarks/stage_times.py --profile default   # params.yaml as is
     python benchmarks/stage_times.py --profile smoke     # params.smoke.yaml applied
 
-Runs in a clean copy of the repository (medlab.workspace), one `dvc repro -s STAGE`
+Runs in a clean copy of the repository (tests/helpers/workspace.py), one `dvc repro -s STAGE`
 per stage in pipeline order, so each time includes the fixed cost of starting a
 kernel and rendering HTML (the "overhead" column: the stage's own notebook time is
 read from reports/timing/<stage>.json). Writes benchmarks/results/stage_times_<profile>.json.
@@ -16,13 +16,17 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from medlab.records import write_json
-from medlab.workspace import clean_copy, run_dvc
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers.workspace import clean_copy, run_dvc  # noqa: E402
+
+from medlab.records import write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -43,8 +43,8 @@ def build_toy_model(path: Path) -> Path:
 
     import torch
 
-    from medlab.train.model import build_llama
-    from medlab.train.tokenizer import train_tokenizer
+    from medlab.pretrain.model import build_llama
+    from medlab.pretrain.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(TOY_TEXTS * 8, vocab_size=400, min_frequency=2, model_max_length=512)
     cfg = SimpleNamespace(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -12,10 +12,10 @@ from medlab.config import (
     Params,
     apply_overlay,
     load_params,
-    main,
     read_yaml,
     validate_params,
 )
+from medlab.config.__main__ import main
 
 
 def write_variant(tmp_path: Path, root: Path, old: str, new: str, name="params.yaml") -> Path:

@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.workspace import clean_copy, run_dvc
 from ruamel.yaml import YAML
 
 from medlab.records import CorpusDoc, McqItem, QaItem, Triple, read_jsonl
-from medlab.workspace import clean_copy, run_dvc
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]

@@ -15,11 +15,11 @@ import json
 
 import pytest
 from helpers.real_models import real_model
+from helpers.workspace import clean_copy, run_dvc
 from ruamel.yaml import YAML
 from test_e2e import ROOT, stages_run
 
 from medlab.finetune.masks import GENERATION_MARKER
-from medlab.workspace import clean_copy, run_dvc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 RECIPES = ("general_to_specific", "general_to_specific_stigma")  # two stages each; the probe's validity pair

@@ -17,10 +17,10 @@ from medlab.evaluate.mcq import (
     single_answer,
     summarise,
 )
+from medlab.pretrain.model import build_llama
+from medlab.pretrain.tokenizer import train_tokenizer
 from medlab.records import McqItem
 from medlab.stats import mcnemar, paired_bootstrap, permutation_paired
-from medlab.train.model import build_llama
-from medlab.train.tokenizer import train_tokenizer
 
 TEXTS = ["丙泊酚的常见不良反应包括低血压和注射痛。", "芬太尼是一种阿片类镇痛药，可引起呼吸抑制。",
          "罗库溴铵是非去极化肌松药，舒更葡糖可拮抗。", "以下是麻醉学单项选择题，请选出唯一正确的答案。答案：A B C D"] * 20

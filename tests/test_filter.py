@@ -177,9 +177,9 @@ def test_likelihood_judge_scores_a_fact_it_knows_above_a_wrong_one(tmp_path):
     import torch
 
     from medlab.filter.likelihood_judge import LikelihoodJudge
+    from medlab.pretrain.model import build_llama
+    from medlab.pretrain.tokenizer import train_tokenizer
     from medlab.seeding import seed_everything
-    from medlab.train.model import build_llama
-    from medlab.train.tokenizer import train_tokenizer
 
     seed_everything(0, 1)
     facts = {"丙泊酚": "注射痛", "芬太尼": "胸壁强直", "琥珀胆碱": "高钾血症", "罗库溴铵": "过敏反应"}

@@ -20,10 +20,11 @@ from medlab.config import ConfigError, merge_overlay, read_yaml, validate_params
 from medlab.finetune import data as finetune_data
 from medlab.finetune.run import is_done, load_finetuned, publish, run_stage, stage_dir
 from medlab.finetune.schedule import priority_order, share_along
-from medlab.finetune.sft import IGNORE, load_model, pack, sft_collator, tokenize
+from medlab.finetune.sft import IGNORE, load_model, sft_collator, tokenize
+from medlab.packing import pack_rows
+from medlab.pretrain.model import build_llama
+from medlab.pretrain.tokenizer import train_tokenizer
 from medlab.records import PreferencePair, RecordError, Sample, write_jsonl
-from medlab.train.model import build_llama
-from medlab.train.tokenizer import train_tokenizer
 
 DRUGS = ("丙泊酚", "依托咪酯", "氯胺酮", "芬太尼", "瑞芬太尼", "咪达唑仑", "罗库溴铵", "新斯的明")
 EFFECTS = ("低血压", "呼吸抑制", "恶心", "注射痛", "心动过缓", "肌阵挛", "皮肤瘙痒", "残余肌松")
@@ -150,7 +151,7 @@ def test_packed_loss_equals_the_loss_of_each_sample_alone(tokenizer, tiny_model,
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     rows = tokenize(tokenizer, [s.messages for s in samples("anesthesia", 16)], max_length=256)
-    packed = pack(rows, max_length=128)
+    packed = pack_rows(rows, max_length=128)
     assert len(packed) >= 2 and len(packed) < len(rows) and sum(map(len, packed["seq_lengths"])) == len(rows)
     if layout == "flat":
         collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
@@ -191,7 +192,7 @@ def test_packed_loss_equals_the_loss_of_each_sample_alone(tokenizer, tiny_model,
 
 def test_windowed_packing_keeps_the_order(tokenizer):
     rows = tokenize(tokenizer, [s.messages for s in samples("anesthesia", 40)], max_length=256)
-    packed = pack(rows, max_length=128, window=10)
+    packed = pack_rows(rows, max_length=128, window=10)
     # each packed row holds samples from one window of 10 consecutive samples
     lengths = [len(r) for r in rows["input_ids"]]
     assert sum(map(len, packed["seq_lengths"])) == 40 and sum(map(sum, packed["seq_lengths"])) == sum(lengths)
@@ -402,7 +403,7 @@ def _run(repo: Path, args: list[str], **kwargs) -> subprocess.Popen:
 def test_sigkill_mid_stage_then_rerun_resumes_and_matches(tmp_path, root, tokenizer, tiny_model):
     overrides = {"train__save_steps": 8, "train__epochs": 24.0, "train__batch_size": 1, "train__packing": "none"}
     reference = make_mini_repo(tmp_path / "a", root, tokenizer, tiny_model, **overrides)
-    cmd = [sys.executable, "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
+    cmd = [sys.executable, "-m", "medlab.finetune", "--recipe", "specific_only", "--stage", "0"]
     out, _ = _run(reference, cmd).communicate(timeout=300)
     params = mini_params(reference)
     assert is_done(stage_dir(params, "specific_only", 0, reference)), out
@@ -436,7 +437,7 @@ def launch_two_processes(repo: Path, root: Path, config: str) -> tuple[Path, str
     """``accelerate launch`` of stage 0 of specific_only as 2 CPU processes; (stage dir, output)."""
     shutil.copytree(root / "configs", repo / "configs")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"configs/accelerate/{config}",
-           "--num_processes", "2", "-m", "medlab.finetune.run", "--recipe", "specific_only", "--stage", "0"]
+           "--num_processes", "2", "-m", "medlab.finetune", "--recipe", "specific_only", "--stage", "0"]
     out, _ = _run(repo, cmd).communicate(timeout=600)
     directory = stage_dir(mini_params(repo), "specific_only", 0, repo)
     assert is_done(directory), out

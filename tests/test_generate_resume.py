@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from medlab.workspace import clean_copy, pipeline_env, run_dvc
+from helpers.workspace import clean_copy, pipeline_env, run_dvc
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from fake_openai import messages_hash  # noqa: E402

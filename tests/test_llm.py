@@ -274,8 +274,8 @@ def free_port() -> int:
 # ---------------------------------------------------------------- hf backend
 def test_hf_backend_batched_equals_one_at_a_time(tmp_path):
     from medlab.llm.hf import HFBackend
-    from medlab.train.model import build_llama
-    from medlab.train.tokenizer import train_tokenizer
+    from medlab.pretrain.model import build_llama
+    from medlab.pretrain.tokenizer import train_tokenizer
 
     texts = [f"{d}的常见不良反应包括{e}。" for d in ("丙泊酚", "芬太尼", "氯胺酮") for e in ("低血压", "恶心")] * 5
     tokenizer = train_tokenizer(texts, 400, 2, 128)

@@ -15,6 +15,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from medlab.cachekey import digest
+from medlab.checkpoints import last_complete_checkpoint
+from medlab.packing import pack_stream
+from medlab.pretrain.model import build_llama, count_parameters
+from medlab.pretrain.tokenizer import END, EOS, ROLE_TOKENS, ensure_chat_template, train_tokenizer
+from medlab.pretrain.trainer import perplexity, unigram_perplexity
 from medlab.runtime import (
     ModelLoadError,
     load_base,
@@ -22,15 +28,6 @@ from medlab.runtime import (
     resolve_base,
     write_pointer,
 )
-from medlab.train.model import build_llama, count_parameters
-from medlab.train.pretrain import (
-    fingerprint,
-    last_complete_checkpoint,
-    pack,
-    perplexity,
-    unigram_perplexity,
-)
-from medlab.train.tokenizer import END, EOS, ROLE_TOKENS, ensure_chat_template, train_tokenizer
 
 TEXTS = [f"{drug}的常见不良反应包括{effect}和{other}。" for drug in ("丙泊酚", "依托咪酯", "氯胺酮", "芬太尼")
          for effect in ("低血压", "呼吸抑制", "恶心", "注射痛") for other in ("心动过缓", "肌阵挛")] * 3
@@ -75,9 +72,9 @@ def test_tokenizer_training_is_deterministic(tokenizer):
 
 
 def test_pack_cuts_full_blocks_with_eos():
-    blocks = pack([[1, 2, 3], [4, 5], [6]], block_size=3, eos_id=0)
+    blocks = pack_stream([[1, 2, 3], [4, 5], [6]], block_size=3, eos_id=0)
     assert blocks == [[1, 2, 3], [0, 4, 5], [0, 6, 0]]
-    assert pack([[1, 2]], block_size=4, eos_id=0) == []  # the tail is dropped
+    assert pack_stream([[1, 2]], block_size=4, eos_id=0) == []  # the tail is dropped
 
 
 def test_unigram_perplexity():
@@ -92,7 +89,7 @@ def test_build_llama_and_perplexity_of_random_model(tokenizer):
     assert model.config.vocab_size == len(tokenizer)
     # tied embeddings counted once: embeddings + 1 layer
     assert count_parameters(model) < sum(p.numel() for p in model.parameters()) + 1
-    blocks = pack(tokenizer(TEXTS, add_special_tokens=False)["input_ids"], 16, tokenizer.eos_token_id)
+    blocks = pack_stream(tokenizer(TEXTS, add_special_tokens=False)["input_ids"], 16, tokenizer.eos_token_id)
     ppl = perplexity(model, blocks, batch_size=8)
     assert 0.3 * len(tokenizer) < ppl < 3 * len(tokenizer)  # an untrained model is ~uniform
 
@@ -113,8 +110,8 @@ def test_resume_skips_a_checkpoint_torn_by_a_kill_during_its_save(tmp_path):
 
 
 def test_fingerprint_is_stable_and_sensitive():
-    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
-    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})
+    assert digest({"a": 1}) != digest({"a": 2})
 
 
 # ------------------------------------------------------------- real-mode loading

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from medlab.cachekey import file_hash
+
 ADAPTER_POINTER = "medlab_adapter.json"  # a published LoRA recipe: adapters + where their base is
 BASE_POINTER = "medlab_base.json"  # models/base when a pretrained model is used as is
 MIB = 1 << 20
@@ -84,6 +86,22 @@ class Runtime:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 out["ddp_backend"] = "gloo"
         return out
+
+    def training_arguments(self, cls=None, *, output_dir, seed: int, save_steps: int, **settings):
+        """The one place ``TrainingArguments`` are built (``cls``: it or a TRL subclass,
+        ``SFTConfig`` / ``DPOConfig``), for pre-training and every fine-tuning stage alike:
+        ``settings`` are the stage's own (steps, batch, learning rate ...); added here are
+        the precision and CPU flags (``trainer_precision``), checkpoints every ``save_steps``
+        with only the last kept (all a resume needs), the seed for init and data order, and
+        no progress bars or reporters (stages print progress lines and write DVCLive from
+        the log history at the end: medlab.monitor)."""
+        if cls is None:
+            from transformers import TrainingArguments as cls
+        return cls(output_dir=str(output_dir), save_strategy="steps", save_steps=save_steps, save_total_limit=1,
+                   seed=seed, data_seed=seed, dataloader_num_workers=0,
+                   dataloader_pin_memory=False,  # CPU default; avoids a warning per epoch
+                   **self.trainer_precision(), report_to="none", disable_tqdm=True, log_level="warning",
+                   **settings)
 
     def load_kwargs(self, training: str | None = None) -> dict:
         """``from_pretrained`` keyword arguments. ``training="full"`` loads fp32 master
@@ -232,41 +250,6 @@ def load_published(path: str | Path, runtime: Runtime | None = None):
         model = PeftModel.from_pretrained(model, str(path / name)).merge_and_unload()
     model = PeftModel.from_pretrained(model, str(path / adapters[-1])).eval()
     return model, load_tokenizer(path, runtime)  # the recipe's tokenizer (its template)
-
-
-def _memo_path() -> Path | None:
-    from medlab.paths import cache_dir
-
-    try:
-        return cache_dir("fingerprints.json")
-    except FileNotFoundError:  # outside a medlab repository: no memo, hash every time
-        return None
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes, memoised by (real path, size, mtime, inode)."""
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
-    memo_file = _memo_path()
-    memo = {}
-    if memo_file is not None and memo_file.is_file():
-        try:
-            memo = json.loads(memo_file.read_text())
-        except ValueError:
-            memo = {}  # a torn write: start again
-    if key in memo:
-        return memo[key]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 * MIB):
-            digest.update(chunk)
-    memo[key] = digest.hexdigest()
-    if memo_file is not None:
-        from medlab.records import atomic_write_text
-
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo_file, json.dumps(memo, indent=0))
-    return memo[key]
 
 
 def fingerprint(name_or_path: str | Path, revision: str = "main") -> str:

@@ -12,10 +12,12 @@ from types import SimpleNamespace
 import torch
 from transformers import TrainerCallback
 
+from medlab.checkpoints import train_resumable
+from medlab.packing import pack_stream
+from medlab.pretrain.model import build_llama
+from medlab.pretrain.tokenizer import train_tokenizer
+from medlab.pretrain.trainer import make_trainer
 from medlab.seeding import seed_everything
-from medlab.train.model import build_llama
-from medlab.train.pretrain import make_trainer, pack, train_resumable
-from medlab.train.tokenizer import train_tokenizer
 
 
 class Slow(TrainerCallback):
@@ -27,7 +29,7 @@ def main(checkpoints: Path, out: Path) -> None:
     seed_everything(7, 1)
     texts = [f"第{i}号药物可用于治疗第{i % 7}类疾病，常见不良反应为第{i % 5}种症状。" for i in range(200)]
     tokenizer = train_tokenizer(texts, 400, 2, 128)
-    blocks = pack(tokenizer(texts, add_special_tokens=False)["input_ids"], 32, tokenizer.eos_token_id)
+    blocks = pack_stream(tokenizer(texts, add_special_tokens=False)["input_ids"], 32, tokenizer.eos_token_id)
     model_cfg = SimpleNamespace(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                 num_key_value_heads=2, max_position_embeddings=64, rope_theta=10000.0,
                                 tie_word_embeddings=True)

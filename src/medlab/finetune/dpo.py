@@ -25,8 +25,11 @@ def pairs_dataset(pairs: list[PreferencePair]) -> Dataset:
 
 def dpo_config(dpo, train, output_dir: Path, epochs: float, learning_rate: float, seed: int,
                runtime=None) -> DPOConfig:
-    return DPOConfig(
-        **trainer_args(train, output_dir, epochs, dpo.batch_size, learning_rate, seed, runtime),
+    from medlab.runtime import Runtime
+
+    return Runtime.of(runtime).training_arguments(
+        DPOConfig, output_dir=output_dir, seed=seed, save_steps=train.save_steps,
+        **trainer_args(train, epochs, dpo.batch_size, learning_rate),
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
         max_length=dpo.max_length,

@@ -1,5 +1,5 @@
-"""Run a fine-tuning recipe stage by stage, resumably; also the entry point for
-``accelerate launch`` (several processes, one stage).
+"""Run a fine-tuning recipe stage by stage, resumably (``python -m medlab.finetune`` runs one
+stage in each process of ``accelerate launch``).
 
 Every stage's work lives in ``.cache/medlab/finetune/<key>/`` (outside DVC's outputs,
 which DVC deletes before rerunning a stage): ``checkpoints/`` (the trainer's, resumed
@@ -21,13 +21,12 @@ false`` keeps adapters only (r x (d_in + d_out) parameters per adapted matrix: e
 projection of Llama-3-8B at r=16 is 42M parameters, 168 MB in fp32) and publishes them
 with a pointer to ``models/base``.
 
-    accelerate launch --config_file configs/accelerate/ddp.yaml -m medlab.finetune.run \\
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m medlab.finetune \\
         --recipe general_to_specific --stage 0
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from medlab.cachekey import digest, file_hashes
+from medlab.checkpoints import train_resumable
 from medlab.finetune import data as finetune_data
 from medlab.finetune.schedule import priority_order, share_along
 from medlab.finetune.sft import (
@@ -43,18 +44,17 @@ from medlab.finetune.sft import (
     load_model,
     lora_model,
     make_sft_trainer,
-    pack,
     rope_scaled_config,
     sft_collator,
     sft_config,
     token_stats,
     tokenize,
 )
+from medlab.monitor import ProgressCallback
+from medlab.packing import pack_rows
 from medlab.records import write_json
 from medlab.runtime import Runtime, resolve_base
 from medlab.runtime import fingerprint as model_fingerprint
-from medlab.train.monitor import ProgressCallback
-from medlab.train.pretrain import files_digest, fingerprint, train_resumable
 
 
 def stage_key(params, recipe: str, k: int, root: Path) -> str:
@@ -64,10 +64,10 @@ def stage_key(params, recipe: str, k: int, root: Path) -> str:
     stages = ft.recipes[recipe][:k + 1]
     datasets = {n: [p.model_dump() for p in ft.datasets[n]] for s in stages for n in s.data}
     files = sorted({root / f for parts in datasets.values() for part in parts for f in part["files"]})
-    return fingerprint(
+    return digest(
         [str(base), model_fingerprint(base["pretrained_model_name_or_path"], base.get("revision", "main"))],
         [s.model_dump() for s in stages], datasets,
-        {str(f.relative_to(root)): d for f, d in zip(files, files_digest(files), strict=True)},
+        {str(f.relative_to(root)): d for f, d in zip(files, file_hashes(files), strict=True)},
         ft.method, ft.lora.model_dump(), ft.rope_scaling.model_dump(), ft.train.model_dump(),
         ft.dpo.model_dump(), Runtime.of(params).describe(), params.base.seed)
 
@@ -133,7 +133,7 @@ def sft_dataset(params, stage, tokenizer, root: Path, seed: int):
     info["tokenized"] = token_stats(rows)
     if ft.train.packing != "none":
         window = ft.train.priority_window if stage.schedule == "priority" else None
-        rows = pack(rows, ft.train.max_length, window)
+        rows = pack_rows(rows, ft.train.max_length, window)
         info["packed"] = token_stats(rows)
     return rows, info
 
@@ -270,28 +270,6 @@ def load_finetuned(path: Path | str, runtime=None):
     from medlab.runtime import load_published
 
     return load_published(path, runtime)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from medlab.config import load_params
-    from medlab.paths import project_root
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", required=True)
-    parser.add_argument("--stage", type=int, required=True)
-    args = parser.parse_args(argv)
-    params = load_params()
-    if args.recipe not in params.finetune.recipes:
-        parser.error(f"unknown recipe {args.recipe!r} (params.yaml finetune.recipes: "
-                     f"{', '.join(params.finetune.recipes)})")
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # processes share the cores
-    torch.set_num_threads(max(1, (params.base.torch_threads or os.cpu_count() or 1) // world))
-    run_stage(params, args.recipe, args.stage, project_root())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 __all__ = ["IGNORE", "is_done", "load_finetuned", "publish", "run_stage", "stage_dir", "stage_key"]

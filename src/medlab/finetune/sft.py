@@ -5,7 +5,7 @@
   the loss is on responses only, and the model learns to stop. The mask comes from the
   template's ``{% generation %}`` markers (medlab's template) or, for stock templates
   without them, from rendering each turn's prefix (``medlab.finetune.masks``).
-* Packing: samples are packed best-fit-decreasing (``trl.data_utils.pack_dataset``) into
+* Packing: samples are packed best-fit-decreasing (``medlab.packing.pack_rows``) into
   rows of at most ``max_length`` tokens, with per-sample ``position_ids`` from which
   transformers builds a block-diagonal mask (SDPA/eager) or varlen boundaries
   (FlashAttention) — no attention across samples (tests/test_finetune.py checks packed
@@ -26,10 +26,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 from transformers import AutoConfig
 from trl import SFTConfig, SFTTrainer
-from trl.data_utils import pack_dataset
 
 from medlab.finetune.masks import answer_masks
 
@@ -47,17 +46,6 @@ def tokenize(tokenizer, chats: list[list[dict[str, str]]], max_length: int) -> D
     if not rows:
         raise ValueError("no sample has answer tokens within max_length")
     return Dataset.from_list(rows)
-
-
-def pack(dataset: Dataset, max_length: int, window: int | None = None) -> Dataset:
-    """Best-fit-decreasing packing into rows of <= max_length tokens (adds ``seq_lengths``).
-    ``window``: pack consecutive windows of that many samples separately, keeping order."""
-    if window is None or window >= len(dataset):
-        return pack_dataset(dataset, max_length, strategy="bfd", map_kwargs={"keep_in_memory": True})
-    parts = [pack_dataset(dataset.select(range(i, min(i + window, len(dataset)))), max_length, strategy="bfd",
-                          map_kwargs={"keep_in_memory": True})
-             for i in range(0, len(dataset), window)]
-    return concatenate_datasets(parts)
 
 
 def token_stats(dataset: Dataset) -> dict[str, int]:
@@ -112,14 +100,10 @@ def load_model(path: Path | str, rope=None, runtime=None, training: str | None =
     return load_causal_lm(path, runtime, config=config, training=training)
 
 
-def trainer_args(train, output_dir: Path, epochs: float, batch_size: int, learning_rate: float,
-                 seed: int, runtime=None) -> dict:
-    """Settings every fine-tuning stage (SFT or DPO) shares, from ``finetune.train``; the
-    precision, checkpointing and CPU flags from the runtime (``Runtime.trainer_precision``)."""
-    from medlab.runtime import Runtime
-
+def trainer_args(train, epochs: float, batch_size: int, learning_rate: float) -> dict:
+    """Settings every fine-tuning stage (SFT or DPO) shares, from ``finetune.train`` and the
+    stage's overrides; the rest (precision, checkpoints, seed) is ``Runtime.training_arguments``."""
     return dict(
-        output_dir=str(output_dir),
         num_train_epochs=epochs,
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
@@ -129,27 +113,19 @@ def trainer_args(train, output_dir: Path, epochs: float, batch_size: int, learni
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
         logging_steps=train.logging_steps,
-        save_strategy="steps",
-        save_steps=train.save_steps,
-        save_total_limit=1,  # the last checkpoint is all a resume needs
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        **Runtime.of(runtime).trainer_precision(),  # TRL defaults to bf16; a CPU trains in fp32
-        report_to="none",  # DVCLive is written from the log history at the end
-        disable_tqdm=True,
-        log_level="warning",
     )
 
 
 def sft_config(train, output_dir: Path, epochs: float, learning_rate: float, seed: int, packing: str,
                ordered: bool, runtime=None) -> SFTConfig:
     """TRL settings for one SFT stage (``finetune.train`` plus the stage's overrides)."""
-    return SFTConfig(
-        **trainer_args(train, output_dir, epochs, train.batch_size, learning_rate, seed, runtime),
+    from medlab.runtime import Runtime
+
+    return Runtime.of(runtime).training_arguments(
+        SFTConfig, output_dir=output_dir, seed=seed, save_steps=train.save_steps,
+        **trainer_args(train, epochs, train.batch_size, learning_rate),
         padding_free=packing == "flat",
-        max_length=None,  # sequences were cut and packed by tokenize()/pack()
+        max_length=None,  # sequences were cut and packed by tokenize()/pack_rows()
         dataset_kwargs={"skip_prepare_dataset": True},
         train_sampling_strategy="sequential" if ordered else "random",
     )

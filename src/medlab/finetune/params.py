@@ -1,0 +1,133 @@
+"""``finetune`` section of params.yaml (datasets, recipes, method, training) and the
+cross-stage rule that rows fit the base model's context."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from medlab.section import Section
+
+
+class DataPart(Section):
+    files: list[str] = Field(min_length=1)
+    methods: list[str] | None = None
+    exclude_methods: list[str] | None = None
+    domains: list[str] | None = None
+    faults: list[str] | None = None
+    take: Literal["chosen"] | None = None
+
+
+class RecipeStage(Section):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    kind: Literal["sft", "dpo"]
+    data: list[str] = Field(min_length=1)
+    epochs: float | None = Field(default=None, gt=0.0)
+    learning_rate: float | None = Field(default=None, gt=0.0)
+    schedule: Literal["shuffle", "priority"] = "shuffle"
+    priority: dict[str, float] | None = None
+    repeats: dict[str, int] | None = None
+
+
+class FinetuneTrainParams(Section):
+    epochs: float = Field(gt=0.0)
+    batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1)
+    max_length: int = Field(ge=16)
+    packing: Literal["rows", "flat", "none"]
+    priority_window: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"]
+    warmup_ratio: float = Field(ge=0.0, lt=1.0)
+    weight_decay: float = Field(ge=0.0)
+    max_grad_norm: float = Field(gt=0.0)
+    logging_steps: int = Field(ge=1)
+    save_steps: int = Field(ge=1)
+
+
+class LoraParams(Section):
+    r: int = Field(ge=1)
+    alpha: float = Field(gt=0.0)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: Literal["auto"] | list[str]
+    merge: bool
+
+
+class RopeScalingParams(Section):
+    type: Literal["linear", "dynamic", "yarn"] | None
+    factor: float = Field(ge=1.0)
+
+
+class DpoParams(Section):
+    beta: float = Field(gt=0.0)
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"]
+    epochs: float = Field(gt=0.0)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    max_length: int = Field(ge=16)
+
+
+class LauncherParams(Section):
+    kind: Literal["in_process", "accelerate"]
+    config_file: str
+    num_processes: int = Field(ge=1)
+
+
+class FinetuneParams(Section):
+    datasets: dict[str, list[DataPart]] = Field(min_length=1)
+    recipes: dict[str, list[RecipeStage]] = Field(min_length=1)
+    method: Literal["full", "lora"]
+    lora: LoraParams
+    rope_scaling: RopeScalingParams
+    train: FinetuneTrainParams
+    dpo: DpoParams
+    launcher: LauncherParams
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        out: list[tuple[tuple, str]] = []
+        for recipe, stages in self.recipes.items():
+            if not re.fullmatch(r"[a-z0-9_]+", recipe):
+                out.append((("recipes", recipe), "recipe names are lower-case letters, digits and _"))
+            for k, stage in enumerate(stages):
+                where = ("recipes", recipe, k)
+                for name in stage.data:
+                    if name not in self.datasets:
+                        out.append(((*where, "data"), f"unknown dataset {name!r} (known: {', '.join(self.datasets)})"))
+                if stage.kind == "dpo" and k == 0:
+                    out.append(((*where, "kind"), "a DPO stage needs an SFT stage before it (its reference model)"))
+                if stage.schedule == "priority":
+                    for key in ("priority", "repeats"):
+                        for name in getattr(stage, key) or {}:
+                            if name not in stage.data:
+                                out.append(((*where, key, name), f"not one of this stage's data {stage.data}"))
+                    if not stage.priority:
+                        out.append(((*where, "priority"), "required when schedule is 'priority'"))
+                elif stage.priority or stage.repeats:
+                    out.append(((*where, "schedule"), "priority/repeats given but schedule is not 'priority'"))
+                if stage.kind == "dpo" and stage.schedule != "shuffle":
+                    out.append(((*where, "schedule"), "DPO stages only shuffle"))
+            names = [s.name for s in stages]
+            if len(set(names)) != len(names):
+                out.append((("recipes", recipe), f"stage names must be unique: {names}"))
+        if self.launcher.kind == "accelerate" and not (root / self.launcher.config_file).is_file():
+            out.append((("launcher", "config_file"), f"file not found: {root / self.launcher.config_file}"))
+        return out
+
+
+def context_problem(params) -> str | None:
+    """Fine-tuning rows longer than the base model built here can attend over (a real
+    base model's limit is only known once loaded, and checked then)."""
+    if params.pretrain.init != "scratch":
+        return None
+    limit = params.pretrain.model.max_position_embeddings
+    if params.finetune.rope_scaling.type is not None:
+        limit = int(limit * params.finetune.rope_scaling.factor)
+    for value in (params.finetune.train.max_length, params.finetune.dpo.max_length):
+        if value > limit:
+            return (f"{value} tokens exceed the base model's context ({limit}: pretrain.model."
+                    f"max_position_embeddings, times finetune.rope_scaling.factor if set)")
+    return None
+
