@@ -11,7 +11,8 @@ from medlab.benchmark.build import build_mcq, build_vignettes
 from medlab.filter import dedup, deid, rules
 from medlab.filter.decontaminate import Decontaminator
 from medlab.filter.likelihood_judge import SpanFinder
-from medlab.filter.metrics import auroc, bootstrap_ci, detection, error_rate
+from medlab.filter.decide import judge_cutoffs, reason_counts
+from medlab.filter.metrics import auroc, bootstrap_ci, detection, error_rate, fault_report
 from medlab.filter.pairs import build_pairs
 from medlab.filter.rubric_judge import judge as rubric_judge
 from medlab.filter.rubric_judge import parse_scores
@@ -291,6 +292,44 @@ def test_metrics():
     assert low < auroc(y, s) < high and high - low < 0.15
     assert detection([1, 1, 0, 0], [1, 0, 1, 0]) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert error_rate([1, 0, 1, 0], [True, True, False, False]) == 0.5
+
+
+def test_judge_cutoffs_are_per_domain_quantiles_or_one_threshold():
+    from types import SimpleNamespace
+
+    rows = [sample(i, "答", "none").model_copy(update={"domain": "anesthesia" if i < 10 else "general_medicine"})
+            for i in range(20)]
+    scores = {f"s{i}": float(i) for i in range(20) if i != 5}  # s5 was not scored: kept
+    prose = {f"s{i}": -float(i % 10) for i in range(20)}  # the last sentences of each domain read worst
+    judge = SimpleNamespace(mode="quantile", keep_quantile=0.8, keep_quantile_prose=0.9, threshold=0.0)
+    cutoffs, reasons = judge_cutoffs(rows, scores, prose, judge, ["anesthesia", "general_medicine", "general"])
+    assert set(cutoffs) == {"anesthesia", "general_medicine"}  # no general samples: no cut-off
+    assert cutoffs["anesthesia"]["score"] == pytest.approx(np.quantile([0, 1, 2, 3, 4, 6, 7, 8, 9], 0.2))
+    assert cutoffs["general_medicine"]["score"] == pytest.approx(np.quantile(range(10, 20), 0.2))
+    # the lowest 20% of each domain's scores by the judge, then the worst prose of the rest
+    assert reasons == {"s0": "judge", "s1": "judge", "s10": "judge", "s11": "judge",
+                       "s9": "judge:prose", "s19": "judge:prose"}
+    fixed = SimpleNamespace(mode="threshold", keep_quantile=0.8, keep_quantile_prose=0.9, threshold=12.5)
+    cutoffs, reasons = judge_cutoffs(rows, scores, prose, fixed, ["anesthesia", "general_medicine"])
+    assert cutoffs["anesthesia"] == {"score": 12.5, "prose": None}
+    assert sorted(reasons) == sorted(f"s{i}" for i in range(13) if i != 5) and set(reasons.values()) == {"judge"}
+    assert reason_counts({"a": "rule:url", "b": "rule:url", "c": "judge", "d": "duplicate:near"}) == {
+        "duplicate:near": 1, "judge": 1, "rule:url": 2}
+
+
+def test_fault_report_measures_planted_faults_and_skips_without_them():
+    clean = [sample(i, "答", "none") for i in range(8)]
+    faulty = [sample(10 + i, "错", "factual") for i in range(4)]
+    scores = {s.id: 1.0 for s in clean} | {s.id: 0.0 for s in faulty}  # the judge ranks every fault lowest
+    reasons = {"s10": "judge", "s11": "judge", "s0": "judge"}  # the cut-off caught 2 of 4, and one clean one
+    report = fault_report(clean + faulty, reasons, scores, {}, covered={"丙泊酚"}, seed=0, n_boot=50)
+    assert report["auroc"] == 1.0 and report["by_fault"]["factual"]["n"] == 12
+    assert report["by_fault"]["factual"]["recall"] == 0.5 and report["by_fault"]["factual"]["precision"] == 2 / 3
+    assert report["error_rate_before"] == 4 / 12 and report["error_rate_after"] == 2 / 9
+    assert report["by_fault"]["unsafe"]["judge_auroc"] is None  # no unsafe sample planted
+    assert report["factual_auroc_by_knowledge"]["anesthesia, subject in corpus"]["auroc"] == 1.0
+    real_teacher = [s.model_copy(update={"truth": None}) for s in clean + faulty]
+    assert set(fault_report(real_teacher, reasons, scores, {}, set(), seed=0)) == {"skipped"}
 
 
 def test_likelihood_judge_reads_the_same_logprobs_as_a_forward_pass_on_every_family(family):

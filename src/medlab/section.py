@@ -1,15 +1,21 @@
-"""The base of every params section (strict, frozen pydantic models), the error every bad
-params file raises, and the one check of a model reference shared by several stages.
+"""Validated YAML: the base of every params section and task file (strict, frozen pydantic
+models), reading YAML as DVC does, and errors that name file, line and key.
 
 Each stage package owns its section in ``<stage>/params.py``; ``medlab.config`` reads
-params.yaml and validates it against all of them.
+params.yaml and validates it against all of them; evaluation task files
+(``medlab.evaluate.tasks``) are validated the same way. Also here: the one check of a
+model reference that several sections share.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+from typing import Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 
 class ConfigError(ValueError):
@@ -42,3 +48,123 @@ def model_path_problem(name: str, root: Path) -> str | None:
         return f"model directory not found: {path}"
     return None  # a hub id: resolved (or refused, when offline) at load time
 
+
+# ------------------------------------------------------------------ reading and checking
+def round_trip_yaml() -> YAML:
+    yaml = YAML()  # round-trip: keeps line numbers (for errors) and comments (for overlays)
+    yaml.preserve_quotes = True
+    yaml.representer.add_representer(  # write `null`, not an empty value, as params.yaml does
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return yaml
+
+
+def read_yaml(path: Path) -> CommentedMap:
+    try:
+        doc = round_trip_yaml().load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except Exception as exc:  # ruamel's parser errors carry their own line/column
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(doc, CommentedMap):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return doc
+
+
+def plain_data(node: Any) -> Any:
+    """ruamel containers and scalars -> plain dict/list/str/int/float/bool/None."""
+    if isinstance(node, dict):
+        return {str(k): plain_data(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain_data(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _line_of(doc: Any, loc: tuple) -> int | None:
+    """1-based line of the deepest key of ``loc`` present in the round-trip document."""
+    line = None
+    node = doc
+    for key in loc:
+        try:  # a key added in memory (not read from the file) has no line: keep the parent's
+            if isinstance(node, CommentedMap) and key in node:
+                line = node.lc.key(key)[0] + 1
+                node = node[key]
+            elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
+                line = node.lc.item(key)[0] + 1
+                node = node[key]
+            else:
+                break
+        except (KeyError, IndexError, TypeError):
+            break
+    return line
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, type(int | None)):
+        for arg in get_args(annotation):
+            if (found := _model_of(arg)) is not None:
+                return found
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the section that holds the last key of ``loc``."""
+    for key in loc[:-1]:
+        field = model.model_fields.get(str(key))
+        sub = _model_of(field.annotation) if field else None
+        if sub is None:
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _describe(error: dict, model: type[BaseModel], loc: tuple) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(model, loc), n=1)
+        return "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+    if kind == "missing":
+        return "missing key (every knob must be set in params.yaml)"
+    got = error.get("input")
+    if isinstance(got, (dict, list)):
+        got = type(got).__name__
+    return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {got!r})"
+
+
+
+def validate(doc: Any, model: type[Section], filename: str, root: Path) -> Section:
+    """Validate a loaded document against ``model``, then its ``problems(root)``; raise
+    ConfigError with one ``file:line: key.path: message`` line per problem."""
+    lines: list[str] = []
+
+    def emit(loc: tuple, message: str) -> None:
+        line = _line_of(doc, loc)
+        where = f"{filename}:{line}" if line else filename
+        lines.append(f"{where}: {'.'.join(str(k) for k in loc)}: {message}")
+
+    try:
+        value = model.model_validate(plain_data(doc))
+    except ValidationError as exc:
+        described = [(tuple(e["loc"]), _describe(e, model, tuple(e["loc"]))) for e in exc.errors()]
+        # A misspelt key is one mistake: report "unknown key (did you mean x?)" and not
+        # also "x: missing key".
+        renamed = {(*loc[:-1], message.split("did you mean ")[1].rstrip("?)"))
+                   for loc, message in described if "did you mean" in message}
+        for loc, message in described:
+            if not (message.startswith("missing key") and loc in renamed):
+                emit(loc, message)
+        raise ConfigError("\n".join(lines)) from None
+    for loc, message in value.problems(root):
+        emit(loc, message)
+    if lines:
+        raise ConfigError("\n".join(lines))
+    return value

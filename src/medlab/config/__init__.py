@@ -18,14 +18,13 @@ off) live in params.yaml itself. ``python -m medlab.config`` is the command line
 
 from __future__ import annotations
 
-import difflib
 import io
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 
 from medlab.benchmark.params import BenchmarkParams
 from medlab.corpus.params import CorpusParams
@@ -43,7 +42,7 @@ from medlab.paths import project_root
 from medlab.pretrain.params import PretrainParams
 from medlab.probe.params import ProbeParams
 from medlab.report.params import ReportParams
-from medlab.section import ConfigError, Section
+from medlab.section import ConfigError, Section, plain_data, read_yaml, round_trip_yaml, validate
 
 __all__ = ["ConfigError", "Params", "apply_overlay", "dump", "load_params", "merge_overlay", "read_plain",
            "read_yaml", "validate_params"]
@@ -83,143 +82,29 @@ class Params(Section):
     compare: CompareParams
     report: ReportParams
 
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        """Every section's own checks, then the rules that span sections."""
+        out = [((name, *loc), message) for name in type(self).model_fields
+               for loc, message in getattr(self, name).problems(root)]
+        if (why := self_judging(self)) and not self.filter.judge.allow_self_judge:
+            out.append((("filter", "judge", "allow_self_judge"),
+                        f"{why}: a model grading its own output is not cross-filtering; set true to allow it"))
+        if (why := context_problem(self)) is not None:
+            out.append((("finetune", "train", "max_length"), why))
+        out += [(("evaluate", "models", name), why) for name, why in unknown_recipe_models(self)]
+        return out + compare_problems(self)
+
 
 # ------------------------------------------------------------------------ loading
-def _yaml() -> YAML:
-    yaml = YAML()  # round-trip: keeps line numbers (for errors) and comments (for overlays)
-    yaml.preserve_quotes = True
-    yaml.representer.add_representer(  # write `null`, not an empty value, as params.yaml does
-        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
-    return yaml
-
-
-def read_yaml(path: Path) -> CommentedMap:
-    try:
-        doc = _yaml().load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except Exception as exc:  # ruamel's parser errors carry their own line/column
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
-    if not isinstance(doc, CommentedMap):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return doc
-
-
 def read_plain(path: Path) -> dict:
     """params.yaml as plain dicts and lists, exactly as written (what DVC reads too)."""
-    return _plain(read_yaml(path))
-
-
-def _plain(node: Any) -> Any:
-    """ruamel containers and scalars -> plain dict/list/str/int/float/bool/None."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    return node
-
-
-def _line_of(doc: Any, loc: tuple) -> int | None:
-    """1-based line of the deepest key of ``loc`` present in the round-trip document."""
-    line = None
-    node = doc
-    for key in loc:
-        try:  # a key added in memory (not read from the file) has no line: keep the parent's
-            if isinstance(node, CommentedMap) and key in node:
-                line = node.lc.key(key)[0] + 1
-                node = node[key]
-            elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
-                line = node.lc.item(key)[0] + 1
-                node = node[key]
-            else:
-                break
-        except (KeyError, IndexError, TypeError):
-            break
-    return line
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if get_origin(annotation) in (Union, type(int | None)):
-        for arg in get_args(annotation):
-            if (found := _model_of(arg)) is not None:
-                return found
-    return None
-
-
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the section that holds the last key of ``loc``."""
-    for key in loc[:-1]:
-        field = model.model_fields.get(str(key))
-        sub = _model_of(field.annotation) if field else None
-        if sub is None:
-            return []
-        model = sub
-    return list(model.model_fields)
-
-
-def _describe(error: dict, model: type[BaseModel], loc: tuple) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(loc[-1]), _fields_at(model, loc), n=1)
-        return "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
-    if kind == "missing":
-        return "missing key (every knob must be set in params.yaml)"
-    got = error.get("input")
-    if isinstance(got, (dict, list)):
-        got = type(got).__name__
-    return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {got!r})"
+    return plain_data(read_yaml(path))
 
 
 def validate_params(doc: CommentedMap, filename: str = "params.yaml",
                     root: Path | None = None) -> Params:
     """Validate a loaded params document; raise ConfigError naming every bad key."""
-    root = root or project_root()
-    lines: list[str] = []
-
-    def emit(loc: tuple, message: str) -> None:
-        line = _line_of(doc, loc)
-        where = f"{filename}:{line}" if line else filename
-        lines.append(f"{where}: {'.'.join(str(k) for k in loc)}: {message}")
-
-    try:
-        params = Params.model_validate(_plain(doc))
-    except ValidationError as exc:
-        errors = exc.errors()
-        described = [(tuple(e["loc"]), _describe(e, Params, tuple(e["loc"]))) for e in errors]
-        # A misspelt key is one mistake: report "unknown key (did you mean x?)" and not
-        # also "x: missing key".
-        renamed = {(*loc[:-1], message.split("did you mean ")[1].rstrip("?)"))
-                   for loc, message in described if "did you mean" in message}
-        for loc, message in described:
-            if not (message.startswith("missing key") and loc in renamed):
-                emit(loc, message)
-        raise ConfigError("\n".join(lines)) from None
-    for name in Params.model_fields:
-        for loc, message in getattr(params, name).problems(root):
-            emit((name, *loc), message)
-    if (why := self_judging(params)) and not params.filter.judge.allow_self_judge:
-        emit(("filter", "judge", "allow_self_judge"),
-             f"{why}: a model grading its own output is not cross-filtering; set true to allow it")
-    if (why := context_problem(params)) is not None:
-        emit(("finetune", "train", "max_length"), why)
-    for name, why in unknown_recipe_models(params):
-        emit(("evaluate", "models", name), why)
-    for loc, why in compare_problems(params):
-        emit(loc, why)
-    if lines:
-        raise ConfigError("\n".join(lines))
-    return params
-
+    return validate(doc, Params, filename, root or project_root())
 
 def load_params(path: Path | str | None = None) -> Params:
     """Read and validate params.yaml (default: the one at the repository root)."""
@@ -254,7 +139,7 @@ def apply_overlay(params_path: Path, overlay_path: Path, out_path: Path | None =
     params = validate_params(doc, filename=f"{Path(params_path).name}+{Path(overlay_path).name}",
                              root=root or Path(params_path).resolve().parent)
     buffer = io.StringIO()
-    _yaml().dump(doc, buffer)
+    round_trip_yaml().dump(doc, buffer)
     Path(out_path or params_path).write_text(buffer.getvalue(), encoding="utf-8")
     return params
 
