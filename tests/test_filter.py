@@ -9,9 +9,9 @@ import pytest
 
 from medlab.benchmark.build import build_mcq, build_vignettes
 from medlab.filter import dedup, deid, rules
+from medlab.filter.decide import judge_cutoffs, reason_counts
 from medlab.filter.decontaminate import Decontaminator
 from medlab.filter.likelihood_judge import SpanFinder
-from medlab.filter.decide import judge_cutoffs, reason_counts
 from medlab.filter.metrics import auroc, bootstrap_ci, detection, error_rate, fault_report
 from medlab.filter.pairs import build_pairs
 from medlab.filter.rubric_judge import judge as rubric_judge
