@@ -228,9 +228,30 @@ def test_evaluate_and_compare_name_only_known_models(root, tmp_path):
     assert "evaluate.mcq.headline: 'cloze' is not one of mcq.scorings" in error_of(path, root)
     path = write_variant(tmp_path, root, "  plain_models: [base]", "  plain_models: [bas]")
     assert "evaluate.plain_models: 'bas' is not in evaluate.models" in error_of(path, root)
-    path = write_variant(tmp_path, root, "    external: null  # str or null\n",
-                         "    external: external/missing_ner.json\n")
-    assert "evaluate.ner.external: file not found" in error_of(path, root)
+    path = write_variant(tmp_path, root, "  tasks: [anesthesia_mcq, general_mcq,", "  tasks: [anesthesia_mcqq, general_mcq,")
+    assert f"params.yaml:{line_of(path, 'anesthesia_mcqq')}: evaluate.tasks: unknown task 'anesthesia_mcqq' (known: " \
+        in error_of(path, root)
+
+
+def test_a_task_file_with_a_typo_is_named_by_file_line_and_key(root, tmp_path):
+    """A user's task folder: a typo or a wrong format stops validation, naming the task file."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    good = "description: CMB-Exam sample\nkind: mcq\ndata: samples/mcq/cmb_exam.json\nformat: cmb_exam\n" \
+           "domain: auto\nprompt: mcq_zh\n"
+    (folder / "cmb_exam.yaml").write_text(good, encoding="utf-8")
+    (folder / "typo.yaml").write_text(good.replace("domain:", "domian:"), encoding="utf-8")
+    (folder / "wrong.yaml").write_text(good.replace("format: cmb_exam", "format: cmeee"), encoding="utf-8")
+    base = "  task_dirs: []"
+    for name, expected in (("typo", f"{folder}/typo.yaml:5: domian: unknown key (did you mean domain?)"),
+                           ("wrong", f"{folder}/wrong.yaml:4: format: 'cmeee' is not a mcq format (known: medlab")):
+        path = write_variant(tmp_path, root, base, f"  task_dirs: [{folder}]")
+        text = path.read_text(encoding="utf-8").replace("  tasks: [anesthesia_mcq,", f"  tasks: [{name}, anesthesia_mcq,")
+        path.write_text(text, encoding="utf-8")
+        message = error_of(path, root)
+        assert message.count("\n") == 0 and f"evaluate.tasks: {expected}" in message, message
+    path.write_text(text.replace("[wrong, ", "[cmb_exam, "), encoding="utf-8")
+    assert validate_params(read_yaml(path), root=root).evaluate.tasks[0] == "cmb_exam"
 
 
 def test_every_key_states_its_models_type_and_range(root):

@@ -394,16 +394,26 @@ def test_task_store_resumes_finished_tasks_and_never_reuses_stale_ones(tmp_path)
         assert store.key(**changed) != key
 
 
-def test_mcq_set_splits_dev_and_test_and_knows_its_domain(tmp_path):
-    from medlab.evaluate.run import chance_of, mcq_set
+def test_mcq_task_items_split_dev_and_test_and_know_their_domain(tmp_path, root):
+    from medlab.evaluate.run import chance_of, mcq_items
+    from medlab.evaluate.tasks import Task, TaskSpec, resolve
     from medlab.records import write_jsonl
 
     rows = [McqItem(id=f"r{i}", source="rc", question="？", options={"A": "甲", "B": "乙", "C": "丙"},
                     answer="AB" if i == 0 else "A", split="dev" if i == 1 else "test") for i in range(5)]
-    write_jsonl(tmp_path / "anesthesia_rc.jsonl", rows)
-    test, dev, domain, skipped = mcq_set(tmp_path / "anesthesia_rc.jsonl")
+    write_jsonl(tmp_path / "rc.jsonl", rows)
+    spec = TaskSpec(description="rc", kind="mcq", data="rc.jsonl", format="medlab", domain="anesthesia",
+                    prompt="mcq_zh")
+    test, dev, domain, skipped = mcq_items(Task("rc", tmp_path / "rc.yaml", spec), tmp_path)
     assert [i.id for i in test] == ["r2", "r3", "r4"] and [i.id for i in dev] == ["r1"] and skipped == 1
     assert domain == "anesthesia" and chance_of(test) == pytest.approx(1 / 3)
+    # the built-in task files all validate, in params order; a public-format file is one task file away
+    names = ["anesthesia_mcq", "general_mcq", "anesthesia_rc", "anesthesia_qa", "kb_ner"]
+    assert [t.name for t in resolve(names, [], root)] == names
+    cmb = TaskSpec(description="CMB-Exam", kind="mcq", data="samples/mcq/cmb_exam.json", format="cmb_exam",
+                   domain="auto", prompt="mcq_zh")
+    test, _, domain, _ = mcq_items(Task("cmb_exam", root / "x.yaml", cmb), root)
+    assert test and all(i.source == "cmb_exam" for i in test) and domain == "general_medicine"
 
 
 def test_qa_and_ner_tasks_score_scripted_answers():

@@ -9,14 +9,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from medlab.formats.params import McqFile
 from medlab.llm.params import RubricJudgeParams
-from medlab.section import Section, model_path_problem
+from medlab.section import ConfigError, Section, model_path_problem
 
 
 class EvalMcqParams(Section):
-    sets: list[str]
-    external: list[McqFile]
     scorings: list[Literal["cloze", "option_text", "letter"]] = Field(min_length=1)
     headline: Literal["cloze", "option_text", "letter"]
     norm: bool
@@ -33,8 +30,6 @@ class EvalQaParams(Section):
 class EvalNerParams(Section):
     items: int = Field(ge=0)
     max_new_tokens: int = Field(ge=1)
-    external: str | None
-    external_format: Literal["cmeee", "promptcblue"]
 
 
 class EvalJudgeParams(RubricJudgeParams):
@@ -45,6 +40,8 @@ class EvalJudgeParams(RubricJudgeParams):
 
 class EvaluateParams(Section):
     models: dict[str, str] = Field(min_length=1)
+    tasks: list[str] = Field(min_length=1)
+    task_dirs: list[str]
     plain_models: list[str]
     batch_size: int = Field(ge=1)
     n_boot: int = Field(ge=0)
@@ -63,17 +60,19 @@ class EvaluateParams(Section):
         for name in self.plain_models:
             if name not in self.models:
                 out.append((("plain_models",), f"{name!r} is not in evaluate.models"))
-        known = ("anesthesia_mcq", "general_mcq", "anesthesia_rc")
-        for name in self.mcq.sets:
-            if name not in known:
-                out.append((("mcq", "sets"), f"unknown set {name!r} (the benchmark stage writes {', '.join(known)})"))
         if self.mcq.headline not in self.mcq.scorings:
             out.append((("mcq", "headline"), f"{self.mcq.headline!r} is not one of mcq.scorings {self.mcq.scorings}"))
-        for k, spec in enumerate(self.mcq.external):
-            if not (root / spec.path).is_file():
-                out.append((("mcq", "external", k, "path"), f"file not found: {root / spec.path}"))
-        if self.ner.external is not None and not (root / self.ner.external).is_file():
-            out.append((("ner", "external"), f"file not found: {root / self.ner.external}"))
+        for k, folder in enumerate(self.task_dirs):
+            if not (root / folder).is_dir():
+                out.append((("task_dirs", k), f"not a folder: {root / folder}"))
+        if len(set(self.tasks)) != len(self.tasks):
+            out.append((("tasks",), f"a task is listed twice: {self.tasks}"))
+        from medlab.evaluate.tasks import resolve
+
+        try:
+            resolve(self.tasks, [d for d in self.task_dirs if (root / d).is_dir()], root)
+        except ConfigError as exc:
+            out += [(("tasks",), line) for line in str(exc).splitlines()]
         if self.judge.backend == "hf":
             if self.judge.hf.name_or_path is None:
                 out.append((("judge", "hf", "name_or_path"), "required when backend is 'hf'"))

@@ -1,8 +1,9 @@
 """One model's evaluation, task by task: what an ``evaluate@<model>`` stage computes.
 
-Tasks: MCQ per set and scoring (log-likelihood; ``medlab.evaluate.mcq``), MCQ in
-generation mode, open QA (greedy; ``text_metrics``), NER (``ner``) and, when a judge is
-configured, the rubric judge on the QA answers (``judges``).
+Tasks (declared in task files, ``medlab.evaluate.tasks``): MCQ per task and scoring
+(log-likelihood; ``medlab.evaluate.mcq``), MCQ in generation mode, open QA (greedy;
+``text_metrics``), NER (``ner``) and, when a judge is configured, the rubric judge on
+the QA answers (``judges``).
 
 Resume: every finished task is saved at once under
 ``.cache/medlab/evaluate/<model>/<task>-<key>.json``, the key hashing the model's
@@ -104,21 +105,34 @@ class TaskStore:
 
 
 # ------------------------------------------------------------------------ items
-def mcq_set(path: Path, limit: int = 0) -> tuple[list[McqItem], list[McqItem], str, int]:
-    """A set's test items (first ``limit``; 0 = all), its dev items (few-shot pool), its
-    domain and how many multi-answer items were left out (log-likelihood picks one)."""
-    path = Path(path)
-    items = read_jsonl(path, McqItem)
+def mcq_items(task, root: Path) -> tuple[list[McqItem], list[McqItem], str, int]:
+    """An MCQ task's test items, its dev items (the few-shot pool), its domain and how many
+    multi-answer items were left out (log-likelihood picks one option)."""
+    from medlab.formats.mcq import load_mcq
+
+    path = root / task.spec.data
+    items = load_mcq(path, task.spec.format, source=task.name)
     test, skipped = mcq.single_answer([i for i in items if i.split != "dev"])
     dev, _ = mcq.single_answer([i for i in items if i.split == "dev"])
-    if limit:
-        test = test[:limit]
     if not test:
-        raise ValueError(f"{path}: no single-answer test items")
-    # the item's own domain, else the set's name (anesthesia_rc: vignettes carry none)
-    fallback = "anesthesia" if path.stem.startswith("anesthesia") else "general_medicine"
-    domain = (test[0].meta or {}).get("domain", fallback)
+        raise ValueError(f"{path} (task {task.name}): no single-answer test items")
+    domain = task.spec.domain if task.spec.domain != "auto" else (test[0].meta or {}).get("domain", "general_medicine")
     return test, dev, domain, skipped
+
+
+def qa_items(task, root: Path, limit: int = 0) -> list[QaItem]:
+    """A QA task's non-dev items (the first ``limit``; 0 = all)."""
+    items = [q for q in read_jsonl(root / task.spec.data, QaItem) if q.split != "dev"]
+    return items[:limit] if limit else items
+
+
+def ner_items(task, root: Path, kb=None, corpus_docs: Sequence[dict] = (), limit: int = 0) -> list[ner.NerItem]:
+    """A NER task's sentences: ``kb_sentences`` builds them from the QA file named as its data
+    and the held-out corpus paragraphs (``limit`` of them), else the file's own loader."""
+    if task.spec.format == "kb_sentences":
+        qa = read_jsonl(root / task.spec.data, QaItem)
+        return ner.kb_sentences(kb, ner_sentences(qa, corpus_docs), limit) if limit else []
+    return ner.load_ner(root / task.spec.data, task.spec.format)
 
 
 def chance_of(items: Sequence[McqItem]) -> float:
