@@ -95,7 +95,7 @@ class StepTimer:
 
 
 def corpus_and_tokenizer(params):
-    from medlab.corpus.render import render_corpus
+    from medlab.embedded.corpus.render import render_corpus
     from medlab.knowledge import load_embedded
     from medlab.pretrain.tokenizer import train_tokenizer
 
@@ -158,7 +158,7 @@ def measure_sft(params, runtime, model, tokenizer, docs, steps, warmup, out_dir)
 
 
 def measure_scoring(params, model, tokenizer, kb, items: int) -> dict:
-    from medlab.benchmark.build import build_mcq
+    from medlab.embedded.benchmark.build import build_mcq
     from medlab.evaluate.mcq import score_loglik
 
     test = [i for i in build_mcq(kb, "anesthesia", items + 20, 4, 20, params.base.seed, "anesthesia_mcq")

@@ -85,7 +85,7 @@ def module_at(revision: str, path: str, name: str):
 
 
 def anesthesia_items(count: int):
-    from medlab.benchmark.build import build_mcq
+    from medlab.embedded.benchmark.build import build_mcq
     from medlab.knowledge import load_embedded
 
     items = build_mcq(load_embedded(), "anesthesia", count + 20, 4, 20, 0, "anesthesia_mcq")

@@ -72,7 +72,8 @@ def test_only_entry_points_import_the_params_loader():
 def test_every_stage_owns_its_params_section():
     from medlab.config import Params
 
-    owners = {"base": "medlab.config", "runtime": "medlab.config", "compare": "medlab.evaluate.params"}
+    owners = {"base": "medlab.config", "runtime": "medlab.config", "compare": "medlab.evaluate.params",
+              "corpus": "medlab.embedded.corpus.params", "benchmark": "medlab.embedded.benchmark.params"}
     for section, field in Params.model_fields.items():
         assert field.annotation.__module__ == owners.get(section, f"medlab.{section}.params"), section
     # a params module reads no stage code at import time (lazy imports inside checks only)
@@ -82,6 +83,16 @@ def test_every_stage_owns_its_params_section():
             allowed = {m for m in imports(file, known, top_level_only=True)
                        if not (m.endswith(".params") or m == "medlab.section")}
             assert not allowed, f"{name} imports {sorted(allowed)} at module level"
+
+
+def test_the_real_machinery_does_not_depend_on_the_embedded_world():
+    """Real mode swaps the embedded world out: nothing but the backend chooser, the params
+    assembly and the embedded packages themselves may import medlab.embedded."""
+    known = modules()
+    allowed = ("medlab.embedded", "medlab.backends", "medlab.config")
+    users = sorted(name for name, file in known.items() if not name.startswith(allowed)
+                   and any(m.startswith("medlab.embedded") for m in imports(file, known)))
+    assert not users, f"real machinery importing the embedded world: {users}"
 
 
 def test_every_module_says_its_job_and_stays_short():

@@ -10,9 +10,16 @@ from collections import Counter
 
 import pytest
 
-from medlab.benchmark import patients
-from medlab.benchmark.build import build_mcq, build_qa, build_vignettes, distractors, load_templates
-from medlab.corpus.render import load_templates as corpus_templates
+from medlab import zh
+from medlab.embedded.benchmark import patients
+from medlab.embedded.benchmark.build import (
+    build_mcq,
+    build_qa,
+    build_vignettes,
+    distractors,
+    load_templates,
+)
+from medlab.embedded.corpus.render import load_templates as corpus_templates
 
 
 def strip_slots(template: str) -> str:
@@ -102,7 +109,7 @@ def test_vignettes_phi_spans_and_answers(kb):
         kinds = Counter(s["type"] for s in item.phi)
         assert kinds["NAME"] >= 1 and kinds["ID_NUMBER"] == 1 and kinds["PHONE"] == 1
         id_number = next(s["text"] for s in item.phi if s["type"] == "ID_NUMBER")
-        assert patients.id_number_valid(id_number)
+        assert zh.id_number_valid(id_number)
         answer = item.options[item.answer]
         assert answer == item.meta["answer_text"]
         if item.category == "diagnosis":
@@ -131,11 +138,11 @@ def test_id_number_checksum():
     rng = random.Random(3)
     for _ in range(200):
         p = patients.make_patient(rng)
-        assert patients.id_number_valid(p.id_number)
+        assert zh.id_number_valid(p.id_number)
         assert int(p.id_number[16]) % 2 == (1 if p.sex == "男" else 0)
         assert p.birth_date == dt.date(int(p.id_number[6:10]), int(p.id_number[10:12]), int(p.id_number[12:14]))
     good = "11010519491231002X"  # the GB 11643 standard's worked example
-    assert patients.id_number_valid(good)
-    assert not patients.id_number_valid(good[:-1] + "1")  # wrong check digit
-    assert not patients.id_number_valid("110105194913310021")  # month 13
-    assert not patients.id_number_valid("1101051949123100")  # too short
+    assert zh.id_number_valid(good)
+    assert not zh.id_number_valid(good[:-1] + "1")  # wrong check digit
+    assert not zh.id_number_valid("110105194913310021")  # month 13
+    assert not zh.id_number_valid("1101051949123100")  # too short

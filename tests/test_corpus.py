@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from medlab.corpus.render import (
+from medlab.embedded.corpus.render import (
     covered_subjects,
     join_list,
     load_templates,

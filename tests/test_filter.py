@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from medlab.benchmark.build import build_mcq, build_vignettes
+from medlab.embedded.benchmark.build import build_mcq, build_vignettes
 from medlab.filter import dedup, deid, rules
 from medlab.filter.decide import judge_cutoffs, reason_counts
 from medlab.filter.decontaminate import Decontaminator
@@ -101,7 +101,7 @@ def test_deid_on_generated_vignettes(kb):
 
 
 def test_deid_hard_cases():
-    from medlab.benchmark.patients import id_number_valid
+    from medlab.zh import id_number_valid
 
     valid = "530102198506123015"
     assert id_number_valid(valid) and not id_number_valid("530102198506123011")
@@ -152,7 +152,7 @@ def test_parse_labelled_and_score():
 
 @pytest.mark.parametrize("name, minimum", [("phi_labelled.txt", 100), ("phi_heldout.txt", 60)])
 def test_shipped_phi_sets_are_well_formed(root, name, minimum):
-    from medlab.benchmark.patients import id_number_valid
+    from medlab.zh import id_number_valid
 
     blocks = deid.parse_labelled((root / "samples/phi" / name).read_text(encoding="utf-8"))
     assert len(blocks) >= minimum

@@ -8,6 +8,7 @@ import json
 import pytest
 from rouge_score import rouge_scorer
 
+from medlab.embedded.teacher import SimulatedTeacher
 from medlab.generate import corpus_to_instruction, kg_dialogue, kg_qa, self_instruct
 from medlab.generate.common import collect
 from medlab.generate.novelty import NoveltyFilter, rouge_l
@@ -15,7 +16,6 @@ from medlab.generate.parse import ParseError, parse_dialogue, parse_qa, parse_ta
 from medlab.generate.prompts import load_prompts
 from medlab.llm.base import Decoding
 from medlab.llm.cache import CallCache, CallStats, generate_cached
-from medlab.llm.simulated import SimulatedTeacher
 
 D = Decoding()
 FAULTS = {"factual": 0.10, "unsafe": 0.04, "off_format": 0.04, "stigma": 0.04}

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from medlab.embedded.teacher import SimulatedTeacher, load_teacher_templates
 from medlab.generate.parse import ParseError, parse_qa
 from medlab.llm.base import ChatRequest, Completion, Decoding, LLMError, call_key
 from medlab.llm.cache import CallCache, CallStats, generate_cached
-from medlab.llm.simulated import SimulatedTeacher, load_teacher_templates
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 import fake_openai  # noqa: E402
@@ -164,7 +164,7 @@ def strip_slots(template: str) -> str:
 
 
 def test_teacher_wording_never_overlaps_the_benchmark():
-    from medlab.benchmark.build import load_templates
+    from medlab.embedded.benchmark.build import load_templates
 
     bench = load_templates()
     held_out = [t for spec in bench.relations.values() for group in spec.values() for t in group]

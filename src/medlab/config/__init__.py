@@ -26,8 +26,8 @@ from pydantic import BaseModel, Field
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from medlab.benchmark.params import BenchmarkParams
-from medlab.corpus.params import CorpusParams
+from medlab.embedded.benchmark.params import BenchmarkParams
+from medlab.embedded.corpus.params import CorpusParams
 from medlab.evaluate.params import (
     CompareParams,
     EvaluateParams,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from medlab.benchmark.patients import id_number_valid
+from medlab.zh import id_number_valid
 
 PLACEHOLDERS = {"NAME": "[姓名]", "ID_NUMBER": "[身份证号]", "PHONE": "[电话]", "ADDRESS": "[地址]",
                 "RECORD_NO": "[住院号]", "BIRTH_DATE": "[出生日期]", "DATE": "[日期]"}

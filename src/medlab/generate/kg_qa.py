@@ -10,12 +10,12 @@ framed prompts, never an identical prompt (whose cached answer would be a duplic
 
 from __future__ import annotations
 
-from medlab.corpus.render import join_list
 from medlab.generate.common import DATASET_DOMAIN, make_request
 from medlab.generate.prompts import load_prompts
 from medlab.knowledge import KnowledgeBase
 from medlab.llm.base import ChatRequest, Decoding
 from medlab.seeding import rng as make_rng
+from medlab.zh import join_list
 
 ASKERS = ("患者本人", "患者家属", "医学生", "基层医生", "护士")
 

@@ -30,10 +30,10 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from medlab.corpus.render import join_list
 from medlab.knowledge import KnowledgeBase
 from medlab.llm.base import ChatRequest, Completion
 from medlab.patient_groups import load_groups
+from medlab.zh import join_list
 
 FAULTS = ("factual", "unsafe", "off_format", "stigma")
 OFF_FORMAT_VARIANTS = ("ai_chatter", "advert", "truncated", "repetition", "missing_markers")
@@ -41,7 +41,7 @@ OFF_FORMAT_VARIANTS = ("ai_chatter", "advert", "truncated", "repetition", "missi
 
 @lru_cache(maxsize=1)
 def load_teacher_templates() -> dict[str, Any]:
-    text = resources.files("medlab.llm").joinpath("teacher_templates.yaml").read_text("utf-8")
+    text = resources.files("medlab.embedded").joinpath("teacher_templates.yaml").read_text("utf-8")
     return YAML(typ="safe").load(text)
 
 

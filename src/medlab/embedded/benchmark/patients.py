@@ -16,6 +16,8 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
+from medlab.zh import id_check_digit
+
 # PHI types, as the de-identification stage will name its placeholders.
 PHI_TYPES = ("NAME", "ID_NUMBER", "PHONE", "ADDRESS", "RECORD_NO", "BIRTH_DATE", "DATE")
 
@@ -41,26 +43,6 @@ STREETS = ["人民路", "建设路", "解放路", "中山路", "和平路", "新
 MOBILE_PREFIXES = ["130", "131", "132", "133", "135", "136", "137", "138", "139", "150", "151",
                    "152", "155", "157", "158", "159", "176", "177", "180", "181", "186", "187",
                    "188", "189", "199"]
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-ID_CHECK = "10X98765432"
-
-
-def id_check_digit(first17: str) -> str:
-    """GB 11643 check digit of the first 17 digits (ISO 7064 MOD 11-2)."""
-    if len(first17) != 17 or not first17.isdigit():
-        raise ValueError(f"need 17 digits, got {first17!r}")
-    return ID_CHECK[sum(int(d) * w for d, w in zip(first17, ID_WEIGHTS, strict=True)) % 11]
-
-
-def id_number_valid(number: str) -> bool:
-    """True for an 18-character resident ID whose birth date and check digit are valid."""
-    if len(number) != 18 or not number[:17].isdigit():
-        return False
-    try:
-        dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
-    except ValueError:
-        return False
-    return number[17].upper() == id_check_digit(number[:17])
 
 
 @dataclass(frozen=True)

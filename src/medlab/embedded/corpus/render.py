@@ -6,7 +6,7 @@ A small model memorises surface forms: rendered with 4-5 templates per relation 
 answers a question in a training template (0.98) but not in a new one (0.26, chance);
 with 12+ varied templates it generalises (0.93-0.97). So templates.yaml holds 12+
 sentence templates per relation, and the benchmark's question templates live
-elsewhere (``medlab.benchmark``) and never appear here.
+elsewhere (``medlab.embedded.benchmark``) and never appear here.
 
 Multi-object relations (symptoms, drugs, ...) are rendered either as one sentence
 listing all objects ("...包括发热、咳嗽和咳痰") or as one sentence per object.
@@ -23,6 +23,7 @@ from ruamel.yaml import YAML
 
 from medlab.knowledge import KnowledgeBase
 from medlab.records import CorpusDoc, Triple
+from medlab.zh import join_list
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,11 @@ class Templates:
 
 @lru_cache(maxsize=1)
 def load_templates() -> Templates:
-    text = resources.files("medlab.corpus").joinpath("templates.yaml").read_text("utf-8")
+    text = resources.files("medlab.embedded.corpus").joinpath("templates.yaml").read_text("utf-8")
     raw = YAML(typ="safe").load(text)
     one = {rel: list(spec["one"]) for rel, spec in raw["relations"].items()}
     many = {rel: list(spec.get("many") or []) for rel, spec in raw["relations"].items()}
     return Templates(one=one, many=many, opening=list(raw["paragraph"]["opening"]))
-
-
-def join_list(items: list[str]) -> str:
-    """['发热', '咳嗽', '咳痰'] -> '发热、咳嗽和咳痰' (the Chinese enumeration comma)."""
-    if len(items) == 1:
-        return items[0]
-    return "、".join(items[:-1]) + "和" + items[-1]
 
 
 def render_paragraph(kb: KnowledgeBase, subject: str, rng: random.Random,

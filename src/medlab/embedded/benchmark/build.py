@@ -26,11 +26,11 @@ from importlib import resources
 
 from ruamel.yaml import YAML
 
-from medlab.benchmark.patients import SLOT_PHI, make_patient
-from medlab.corpus.render import join_list
+from medlab.embedded.benchmark.patients import SLOT_PHI, make_patient
 from medlab.knowledge import KnowledgeBase
 from medlab.records import McqItem, QaItem
 from medlab.seeding import rng as make_rng
+from medlab.zh import join_list
 
 LETTERS = "ABCDE"
 
@@ -44,7 +44,7 @@ class BenchmarkTemplates:
 
 @lru_cache(maxsize=1)
 def load_templates() -> BenchmarkTemplates:
-    text = resources.files("medlab.benchmark").joinpath("templates.yaml").read_text("utf-8")
+    text = resources.files("medlab.embedded.benchmark").joinpath("templates.yaml").read_text("utf-8")
     raw = YAML(typ="safe").load(text)
     return BenchmarkTemplates(
         relations={rel: {k: list(v) for k, v in spec.items()}
