@@ -410,10 +410,11 @@ def test_mcq_task_items_split_dev_and_test_and_know_their_domain(tmp_path, root)
     # the built-in task files all validate, in params order; a public-format file is one task file away
     names = ["anesthesia_mcq", "general_mcq", "anesthesia_rc", "anesthesia_qa", "kb_ner"]
     assert [t.name for t in resolve(names, [], root)] == names
-    cmb = TaskSpec(description="CMB-Exam", kind="mcq", data="samples/mcq/cmb_exam.json", format="cmb_exam",
-                   domain="auto", prompt="mcq_zh")
-    test, _, domain, _ = mcq_items(Task("cmb_exam", root / "x.yaml", cmb), root)
-    assert test and all(i.source == "cmb_exam" for i in test) and domain == "general_medicine"
+    # the example task files of the public formats (samples/tasks) validate and read their files
+    examples = ["cmb_exam", "cmexam", "medqa_mcmle", "medmcqa", "ceval_medicine"]
+    for task in resolve(examples, ["samples/tasks"], root):
+        test, _, domain, _ = mcq_items(task, root)
+        assert test and all(i.source == task.name for i in test) and domain in ("general_medicine", "anesthesia")
 
 
 def test_qa_and_ner_tasks_score_scripted_answers():
