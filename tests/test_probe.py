@@ -7,10 +7,12 @@ import pytest
 
 from medlab.probe.scale import ScaleError, builtin_scales, load_scale, parse_scale
 from medlab.probe.score import (
+    contrast_pairs,
     group_gaps,
     item_score,
     orders,
     parse_likert,
+    readout_result,
     score_scale,
     summarise,
     validity,
@@ -109,6 +111,21 @@ def test_group_gap_and_permutation_test_on_a_known_case():
     assert gap["diff"] == pytest.approx(gaps["groups"]["rural"] - gaps["groups"]["urban"]) and gap["diff"] > 3
     assert gap["p_permutation"] == pytest.approx(2 / 2 ** 8)  # exact: all 8 templates the same sign
     assert gap["ci"][0] > 3
+
+
+def test_contrast_pairs_put_the_target_first_and_a_readout_saves_what_the_stage_needs():
+    from types import SimpleNamespace
+
+    groups = {"urban": SimpleNamespace(contrast="rural"), "rural": SimpleNamespace(contrast="urban"),
+              "young": SimpleNamespace(contrast="old"), "old": SimpleNamespace(contrast="young")}
+    assert contrast_pairs(groups, "rural") == [("rural", "urban"), ("young", "old")]
+    data = small_scale(groups=["rural", "urban"], items=[
+        {"id": f"t{k}", "subscale": "a", "reverse": False, "text": f"{{g}}第{k}条。"} for k in range(4)])
+    scale = parse_scale(data, "cf.yaml")
+    out = readout_result(scale, "likert", prefers(lambda s, o: 4 if "农村" in s else 0), None,
+                         [("rural", "urban")], calibrate=True, reversal=True, n_boot=100, seed=0)
+    assert len(out["items"]) == 8 and {"summary", "group_gaps", "group_gaps_calibrated"} <= set(out)
+    assert out["group_gaps"]["gaps"]["rural-urban"]["diff"] > 3 and len(out["content_free"]) == len(orders(5))
 
 
 def test_validity_holds_only_when_the_target_gap_alone_grows():

@@ -33,7 +33,7 @@ as a default option.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -302,3 +302,38 @@ def score_generated(scale: Scale, item: Item, answers: Sequence[str], order_list
             first.append(j == 0)
     return {"id": item.id, "score": float(np.mean(values)) if values else None, "answered": len(values),
             "refusals": refusals, "unparseable": unparsed, "first_share": float(np.mean(first)) if first else None}
+
+
+def contrast_pairs(groups: Mapping, target: str) -> list[tuple[str, str]]:
+    """Each patient group with its contrast group (``patient_groups.yaml``), each pair once,
+    the target group first in its pair (so its gap reads target - contrast)."""
+    pairs: list[tuple[str, str]] = []
+    for key, group in groups.items():
+        a, b = (key, group.contrast) if key == target or group.contrast != target else (group.contrast, key)
+        if (a, b) not in pairs and (b, a) not in pairs:
+            pairs.append((a, b))
+    return pairs
+
+
+def readout_result(scale: Scale, readout: str, letter_probs: Callable | None, statement_logprobs: Callable | None,
+                   pairs: Sequence[tuple[str, str]], calibrate: bool, reversal: bool, n_boot: int,
+                   seed: int) -> dict:
+    """One scale under one readout, as the probe stage saves it: per item the scores and
+    letter distribution; for ``likert`` the summary (debiased, calibrated, position bias);
+    for a counterfactual scale the group gaps (and, calibrated, a second set)."""
+    if readout == "likert":
+        scores, content_free = score_scale(scale, letter_probs, calibrate=calibrate, reversal=reversal)
+    else:
+        scores, content_free = score_statements(scale, statement_logprobs), None
+    out = {"items": [{"id": r.item.id, "subscale": r.item.subscale, "reverse": r.item.reverse, "group": r.item.group,
+                      "template": r.item.template, "expected": r.expected, "calibrated": r.calibrated,
+                      "as_written": r.as_written, "distribution": r.distribution, "first_wins": r.first_wins,
+                      "top_letters": r.top_letters, "entropy": r.entropy} for r in scores],
+           "content_free": None if content_free is None else content_free.tolist()}
+    if readout == "likert":
+        out["summary"] = summarise(scale, scores, n_boot, seed)
+    if scale.counterfactual:
+        out["group_gaps"] = group_gaps(scores, pairs, n_boot, seed)
+        if readout == "likert" and calibrate:
+            out["group_gaps_calibrated"] = group_gaps(scores, pairs, n_boot, seed, field="calibrated")
+    return out
