@@ -5,32 +5,10 @@ entry points, each stage owns its params model, and every module says its job in
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from helpers.imports import imports, modules
+
 MAX_LINES = 400  # a longer module states why in its docstring ("long: ...")
-
-
-def modules() -> dict[str, Path]:
-    out = {}
-    for file in sorted((SRC / "medlab").rglob("*.py")):
-        name = ".".join(file.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
-        out[name] = file
-    return out
-
-
-def imports(file: Path, known: dict[str, Path], top_level_only: bool = False) -> set[str]:
-    """medlab modules ``file`` imports (anywhere in it, or only at module level)."""
-    tree = ast.parse(file.read_text(encoding="utf-8"))
-    nodes = tree.body if top_level_only else ast.walk(tree)
-    out = set()
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("medlab"):
-            out.add(node.module)
-            out.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.startswith("medlab"))
-    return {m for m in out if m in known}
 
 
 def package(module: str) -> str:
