@@ -18,6 +18,7 @@ from medlab.runtime import (
     load_model_and_tokenizer,
     load_published,
     resolve_dtype,
+    save_tokenizer,
 )
 
 
@@ -90,3 +91,17 @@ def test_fingerprint_follows_content_not_mtime(tmp_path, family_dirs):
     loaded.save_pretrained(model)
     assert fingerprint(model) not in (first, changed_template)
     assert fingerprint("Qwen/Qwen2.5-7B-Instruct", "abc123") == "Qwen/Qwen2.5-7B-Instruct@abc123"
+
+
+def test_a_saved_tokenizer_does_not_depend_on_how_it_was_loaded(tmp_path, family_dirs):
+    """Loaded offline (HF_HUB_OFFLINE=1 passes local_files_only=True) or not, the tokenizer a
+    stage publishes is byte-identical: a model's DVC hash must not depend on the environment."""
+    from transformers import AutoTokenizer
+
+    source = family_dirs("qwen2")
+    saved = []
+    for k, offline in enumerate((False, True)):
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+        save_tokenizer(tokenizer, tmp_path / str(k))
+        saved.append({p.name: p.read_bytes() for p in sorted((tmp_path / str(k)).iterdir())})
+    assert saved[0] == saved[1] and "local_files_only" not in saved[1]["tokenizer_config.json"].decode()

@@ -131,6 +131,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+# Keys transformers copies into tokenizer_config.json from how a tokenizer was *loaded*
+# (under HF_HUB_OFFLINE=1, local_files_only: true): not part of the tokenizer, and kept they
+# would make a published model's bytes (and its DVC hash) depend on the run's environment.
+LOAD_ONLY_KEYS = ("local_files_only",)
+
+
+def save_tokenizer(tokenizer, directory: Path) -> None:
+    """``tokenizer.save_pretrained(directory)`` without the load-only keys."""
+    for key in LOAD_ONLY_KEYS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(directory)
+
+
 def write_pointer(directory: Path, name_or_path: str, revision: str, trust_remote_code: bool,
                   tokenizer=None) -> None:
     """``models/base`` as a pointer to a model used as is (no multi-GB copy in DVC's cache);
@@ -140,7 +153,7 @@ def write_pointer(directory: Path, name_or_path: str, revision: str, trust_remot
     directory.mkdir(parents=True, exist_ok=True)
     spec = {"name_or_path": str(name_or_path), "revision": revision, "trust_remote_code": trust_remote_code}
     if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
+        save_tokenizer(tokenizer, directory)
         spec["tokenizer"] = "."
     (directory / BASE_POINTER).write_text(json.dumps(spec, ensure_ascii=False, indent=2) + "\n")
 

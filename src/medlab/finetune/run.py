@@ -53,7 +53,7 @@ from medlab.finetune.sft import (
 from medlab.monitor import ProgressCallback
 from medlab.packing import pack_rows
 from medlab.records import write_json
-from medlab.runtime import Runtime, resolve_base
+from medlab.runtime import Runtime, resolve_base, save_tokenizer
 from medlab.runtime import fingerprint as model_fingerprint
 
 
@@ -218,7 +218,7 @@ def save_result(trainer, tokenizer, directory: Path, adapters: bool) -> None:
         trainer.accelerator.wait_for_everyone()
         if not main:
             return
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle holding this run's paths: not the model
     shutil.rmtree(directory / name, ignore_errors=True)
     os.replace(tmp, directory / name)
