@@ -342,7 +342,7 @@ def test_lora_adapters_chain_publish_without_weight_copies_and_load_on_every_fam
     doc = read_yaml(repo / "params.yaml")
     doc["finetune"]["method"] = "lora"
     doc["finetune"]["lora"].update({"merge": False, "r": 4, "target_modules": "auto"})
-    doc["finetune"]["train"]["epochs"] = 0.5
+    doc["finetune"]["train"]["epochs"] = 0.25  # a few steps per stage are what is tested
     params = validate_params(doc, root=repo)
     first = run_stage(params, "general_to_specific", 0, repo, log=lambda *_: None)
     second = run_stage(params, "general_to_specific", 1, repo, log=lambda *_: None)

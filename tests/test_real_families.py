@@ -86,7 +86,7 @@ def test_sft_sft_dpo_recipe_trains_and_publishes_on_every_family(family, tmp_pat
     if name == "toy":
         pytest.skip("the toy model's DPO recipe: test_finetune.py::test_recipe_stages_chain_reuse_and_publish")
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
-    repo = make_mini_repo(tmp_path / "repo", root, tok, model, train__epochs=0.5)
+    repo = make_mini_repo(tmp_path / "repo", root, tok, model, train__epochs=0.25, dpo__epochs=0.5)
     params = mini_params(repo)
     for k in range(3):
         summary = run_stage(params, "general_to_specific_dpo", k, repo, log=lambda *_: None)
