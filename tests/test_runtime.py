@@ -14,6 +14,7 @@ from medlab.config import read_yaml, validate_params
 from medlab.runtime import (
     ModelLoadError,
     Runtime,
+    drop_load_only_keys,
     fingerprint,
     load_model_and_tokenizer,
     load_published,
@@ -105,3 +106,14 @@ def test_a_saved_tokenizer_does_not_depend_on_how_it_was_loaded(tmp_path, family
         save_tokenizer(tokenizer, tmp_path / str(k))
         saved.append({p.name: p.read_bytes() for p in sorted((tmp_path / str(k)).iterdir())})
     assert saved[0] == saved[1] and "local_files_only" not in saved[1]["tokenizer_config.json"].decode()
+    # a tokenizer saved the old way (a cached stage result), cleaned when published: the same bytes,
+    # and the file it was hard-linked from is left as it was
+    stale = tmp_path / "stale"
+    AutoTokenizer.from_pretrained(source, local_files_only=True).save_pretrained(stale)
+    published = tmp_path / "published"
+    published.mkdir()
+    for file in stale.iterdir():
+        os.link(file, published / file.name)
+    drop_load_only_keys(published)
+    assert {p.name: p.read_bytes() for p in sorted(published.iterdir())} == saved[0]
+    assert "local_files_only" in (stale / "tokenizer_config.json").read_text()

@@ -144,6 +144,22 @@ def save_tokenizer(tokenizer, directory: Path) -> None:
     tokenizer.save_pretrained(directory)
 
 
+def drop_load_only_keys(directory: Path) -> None:
+    """The same for a tokenizer already saved (a stage result cached before save_tokenizer
+    existed): rewrite its tokenizer_config.json as a new file -- never in place, since a
+    published file may be a hard link into the cache."""
+    path = Path(directory) / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not any(key in config for key in LOAD_ONLY_KEYS):
+        return
+    for key in LOAD_ONLY_KEYS:
+        config.pop(key, None)
+    path.unlink()
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def write_pointer(directory: Path, name_or_path: str, revision: str, trust_remote_code: bool,
                   tokenizer=None) -> None:
     """``models/base`` as a pointer to a model used as is (no multi-GB copy in DVC's cache);

@@ -53,7 +53,7 @@ from medlab.finetune.sft import (
 from medlab.monitor import ProgressCallback
 from medlab.packing import pack_rows
 from medlab.records import write_json
-from medlab.runtime import Runtime, resolve_base, save_tokenizer
+from medlab.runtime import Runtime, drop_load_only_keys, resolve_base, save_tokenizer
 from medlab.runtime import fingerprint as model_fingerprint
 
 
@@ -260,9 +260,10 @@ def publish(params, recipe: str, root: Path, out: Path) -> None:
                 shutil.copy2(file, out / file.name)
         write_json(out / "medlab_adapter.json",
                    {"base_model": os.path.relpath(root / "models" / "base", out), "adapters": names})
-        return
-    for file in sorted((dirs[-1] / "model").iterdir()):
-        _link_or_copy(file, out / file.name)
+    else:
+        for file in sorted((dirs[-1] / "model").iterdir()):
+            _link_or_copy(file, out / file.name)
+    drop_load_only_keys(out)  # a result cached before save_tokenizer may still carry them
 
 
 def load_finetuned(path: Path | str, runtime=None):
