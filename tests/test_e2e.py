@@ -202,7 +202,7 @@ def test_filter_outputs(first_run):
         # the smoke world is small: then no quality-rejected sample may share an instruction
         # or a fact with a kept one (the default run makes ~1,100 pairs)
         from medlab.filter.pairs import fact_key, prompt_key
-        from medlab.records import iter_json_lines
+        from medlab.formats.text import iter_json_lines
         kept_keys = {k for samples in kept.values() for s in samples for k in (prompt_key(s), fact_key(s))}
         decisions = {d["id"]: d for _, d in iter_json_lines(repo / "data/filter/decisions.jsonl")}
         quality = [s for s in rejected if decisions[s.id]["reason"].startswith(("rule", "judge"))]

@@ -95,7 +95,7 @@ def test_cmedqa2_checks_its_join(tmp_path):
     with pytest.raises(FormatError, match=r"answer\.csv:3: question_id '9' is not in question\.csv"):
         load_dialogues(folder, "cmedqa2")
     (folder / "question.csv").write_text("qid,text\n", encoding="utf-8")
-    with pytest.raises(FormatError, match=r"question\.csv:1: expected header question_id,content"):
+    with pytest.raises(FormatError, match=r"question\.csv:1: missing column\(s\) question_id, content"):
         load_dialogues(folder, "cmedqa2")
 
 

@@ -135,6 +135,15 @@ def _field_path(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "<record>"
 
 
+def validate_record(schema: type[R], raw: dict, where: str) -> R:
+    """``raw`` as a ``schema`` record; RecordError naming ``where`` ("file:line") and the field."""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise RecordError(f"{where}: {_field_path(first['loc'])}: {first['msg']}") from None
+
+
 def iter_jsonl(path: Path | str, schema: type[R], on_error: str = "raise",
                errors: list[str] | None = None) -> Iterator[R]:
     """Yield validated records; a bad line raises RecordError naming file:line:field.
@@ -160,12 +169,7 @@ def iter_jsonl(path: Path | str, schema: type[R], on_error: str = "raise",
                 if not isinstance(raw, dict):
                     raise RecordError(f"{path}:{number}: expected a JSON object, "
                                       f"got {type(raw).__name__}")
-                try:
-                    yield schema.model_validate(raw)
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    raise RecordError(f"{path}:{number}: {_field_path(first['loc'])}: "
-                                      f"{first['msg']}") from None
+                yield validate_record(schema, raw, f"{path}:{number}")
             except RecordError as exc:
                 if on_error == "raise":
                     raise
@@ -204,23 +208,6 @@ def iter_json_array(text: str, name: str) -> Iterator[tuple[int, Any]]:
             raise RecordError(f"{name}:{exc.lineno}: not valid JSON: {exc.msg}") from None
         yield _line_at(starts, i), element
         i = end
-
-
-
-def iter_json_lines(path: Path | str, error: type[Exception] = RecordError) -> Iterator[tuple[str, dict]]:
-    """("file:line", object) for each non-empty line of a JSONL file in a public format;
-    a line that is not a JSON object raises ``error`` naming file and line."""
-    path = Path(path)
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise error(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise error(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        yield f"{path}:{number}", record
 
 
 # ------------------------------------------------------------------------ writing

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medlab.formats import FormatError
-from medlab.records import RecordError, iter_json_array, iter_json_lines
+from medlab.formats.text import iter_json_array, iter_json_lines
 
 TYPES = ("疾病", "药物", "症状", "检查")  # the KB types asked for in our set
 CMEEE_TYPES = {"dis": "疾病", "sym": "症状", "dru": "药物", "equ": "医疗设备", "pro": "医疗程序",
@@ -119,17 +119,10 @@ def kb_sentences(kb, sentences: Iterable[tuple[str, str]], limit: int) -> list[N
     return items
 
 
-def load_cmeee(path: Path | str) -> list[NerItem]:
+def load_cmeee(path: Path | str, encoding: str = "utf-8") -> list[NerItem]:
     path = Path(path)
-    try:
-        rows = list(iter_json_array(path.read_text(encoding="utf-8"), str(path)))
-    except OSError as exc:
-        raise FormatError(f"{path}: {exc.strerror}") from exc
-    except RecordError as exc:  # already names file and line
-        raise FormatError(str(exc)) from exc
     items = []
-    for line, row in rows:
-        where = f"{path}:{line}"
+    for where, row in iter_json_array(path, encoding):
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise FormatError(f"{where}: expected an object with a 'text' string")
         gold = set()
@@ -142,13 +135,13 @@ def load_cmeee(path: Path | str) -> list[NerItem]:
                     row["text"][start:end + 1], row["text"][start:end]):
                 raise FormatError(f"{where}: entity {name!r} does not match text[{start}:{end}]")
             gold.add((name, kind))
-        items.append(NerItem(f"{path.stem}-{line}", row["text"], frozenset(gold), tuple(CMEEE_TYPES.values())))
+        items.append(NerItem(f"{path.stem}-{where.rsplit(':', 1)[1]}", row["text"], frozenset(gold), tuple(CMEEE_TYPES.values())))
     return items
 
 
-def load_promptcblue(path: Path | str) -> list[NerItem]:
+def load_promptcblue(path: Path | str, encoding: str = "utf-8") -> list[NerItem]:
     items = []
-    for where, row in iter_json_lines(path, FormatError):
+    for where, row in iter_json_lines(path, encoding):
         if row.get("task_type") != "ner":
             continue
         if not isinstance(row.get("input"), str) or not isinstance(row.get("target"), str):
@@ -162,13 +155,20 @@ def load_promptcblue(path: Path | str) -> list[NerItem]:
     return items
 
 
-def load_ner(path: Path | str, fmt: str) -> list[NerItem]:
+def load_ner(path: Path | str, fmt: str, encoding: str = "utf-8") -> list[NerItem]:
+    """Every item of a CMeEE or PromptCBLUE NER file; an id twice is an error naming both."""
     loaders = {"cmeee": load_cmeee, "promptcblue": load_promptcblue}
     if fmt not in loaders:
         raise FormatError(f"unknown NER format {fmt!r} (known: {sorted(loaders)})")
-    if not Path(path).exists():
-        raise FormatError(f"{path}: no such file")
-    return loaders[fmt](path)
+    items = loaders[fmt](path, encoding)
+    if not items:
+        raise FormatError(f"{path}: no {fmt} NER items")
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise FormatError(f"{path}: id {item.id!r} appears twice")
+        seen.add(item.id)
+    return items
 
 
 def to_json(item: NerItem) -> str:

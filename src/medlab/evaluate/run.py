@@ -111,7 +111,7 @@ def mcq_items(task, root: Path) -> tuple[list[McqItem], list[McqItem], str, int]
     from medlab.formats.mcq import load_mcq
 
     path = root / task.spec.data
-    items = load_mcq(path, task.spec.format, source=task.name)
+    items = load_mcq(path, task.spec.format, source=task.name, encoding=task.spec.encoding)
     test, skipped = mcq.single_answer([i for i in items if i.split != "dev"])
     dev, _ = mcq.single_answer([i for i in items if i.split == "dev"])
     if not test:
@@ -132,7 +132,7 @@ def ner_items(task, root: Path, kb=None, corpus_docs: Sequence[dict] = (), limit
     if task.spec.format == "kb_sentences":
         qa = read_jsonl(root / task.spec.data, QaItem)
         return ner.kb_sentences(kb, ner_sentences(qa, corpus_docs), limit) if limit else []
-    return ner.load_ner(root / task.spec.data, task.spec.format)
+    return ner.load_ner(root / task.spec.data, task.spec.format, task.spec.encoding)
 
 
 def chance_of(items: Sequence[McqItem]) -> float:

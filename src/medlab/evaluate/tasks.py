@@ -11,6 +11,7 @@ a hospital's private exam -- is one file::
     kind: mcq                 # mcq | qa | ner
     data: external/cmb/val.json
     format: cmb_exam          # a medlab.formats.mcq reader (mcq), medlab (qa), cmeee | promptcblue | kb_sentences (ner)
+    encoding: utf-8           # optional: utf-8 (default, BOM or not) | gb18030 | utf-16
     domain: general_medicine  # anesthesia | general_medicine | auto (the items' own)
     prompt: mcq_zh            # prompt template id (PROMPTS)
 
@@ -29,7 +30,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from medlab.formats.params import McqFormat
+from medlab.formats.params import Encoding, McqFormat, data_file_problems
 from medlab.section import ConfigError, Section, read_yaml, validate
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "tasks"
@@ -58,6 +59,7 @@ class TaskSpec(Section):
     format: str
     domain: Literal["anesthesia", "general_medicine", "auto"]
     prompt: str
+    encoding: Encoding = "utf-8"  # of the data file: utf-8 (with or without BOM) | gb18030 | utf-16
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         out: list[tuple[tuple, str]] = []
@@ -68,7 +70,12 @@ class TaskSpec(Section):
             out.append((("prompt",), f"unknown {self.kind} prompt {self.prompt!r} "
                                      f"(known: {', '.join(PROMPTS[self.kind])})"))
         produced = Path(self.data).parts[:1] == ("data",)  # written by a stage before evaluate
-        if not produced and not (root / self.data).exists():
+        if produced:
+            return out
+        if self.kind == "mcq" and not out:  # open it and read its first items: format, encoding
+            out += [(("data",), why) for _, why in data_file_problems(self.data, "mcq", self.format,
+                                                                      self.encoding, root)]
+        elif not (root / self.data).exists():
             out.append((("data",), f"file not found: {root / self.data}"))
         return out
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from medlab.formats.params import McqFormat
+from medlab.formats.params import Encoding, McqFormat, data_file_problems
 from medlab.llm.params import RubricJudgeParams
 from medlab.section import Section, model_path_problem
 
@@ -48,6 +48,10 @@ class DedupParams(Section):
 class ExternalBenchmark(Section):
     path: str
     format: McqFormat
+    encoding: Encoding = "utf-8"
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        return data_file_problems(self.path, "mcq", self.format, self.encoding, root)
 
 
 class DecontaminateParams(Section):
@@ -81,8 +85,7 @@ class FilterParams(Section):
             if problem := model_path_problem(model, root):
                 out.append((("judge", "likelihood", "model"), problem))
         for k, spec in enumerate(self.decontaminate.external):
-            if not (root / spec.path).is_file():
-                out.append((("decontaminate", "external", k, "path"), f"file not found: {root / spec.path}"))
+            out += [(("decontaminate", "external", k, *loc), why) for loc, why in spec.problems(root)]
         for key in ("development_file", "heldout_file"):
             if not (root / getattr(self.deid, key)).is_file():
                 out.append((("deid", key), f"file not found: {root / getattr(self.deid, key)}"))

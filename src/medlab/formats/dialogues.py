@@ -16,12 +16,12 @@ Formats (name in params -> layout):
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medlab.formats import FormatError
-from medlab.records import RecordError, iter_json_array, iter_json_lines
+from medlab.formats.text import existing_file, iter_csv, iter_json_array, iter_json_lines, read_text
 
 SPEAKERS = {"病人": "patient", "医生": "doctor", "user": "patient", "assistant": "doctor"}
 FORMATS = ("meddialog_txt", "meddialog_json", "cmedqa2", "disc_med_sft")
@@ -45,12 +45,11 @@ def _check(dialogue: Dialogue) -> Dialogue:
     return dialogue
 
 
-def _meddialog_txt(path: Path) -> list[Dialogue]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+def _meddialog_txt(path: Path, encoding: str) -> Iterator[Dialogue]:
+    lines = read_text(path, encoding).splitlines()
     starts = [k for k, line in enumerate(lines) if line.startswith("id=")]
     if not starts:
         raise FormatError(f"{path}: no dialogue found (expected blocks starting with 'id=')")
-    out = []
     for first, end in zip(starts, [*starts[1:], len(lines)], strict=True):
         ident = lines[first][3:].strip()
         if not ident:
@@ -75,18 +74,11 @@ def _meddialog_txt(path: Path) -> list[Dialogue]:
             else:
                 turns.append((speaker, text))
             k += 2
-        out.append(_check(Dialogue(ident, turns, f"{path}:{first + 1}", {"description": description})))
-    return out
+        yield _check(Dialogue(ident, turns, f"{path}:{first + 1}", {"description": description}))
 
 
-def _meddialog_json(path: Path) -> list[Dialogue]:
-    out = []
-    try:
-        items = list(iter_json_array(path.read_text(encoding="utf-8"), str(path)))
-    except RecordError as exc:
-        raise FormatError(str(exc)) from None
-    for number, item in items:
-        where = f"{path}:{number}"
+def _meddialog_json(path: Path, encoding: str) -> Iterator[Dialogue]:
+    for index, (where, item) in enumerate(iter_json_array(path, encoding)):
         if not isinstance(item, list) or not all(isinstance(u, str) for u in item):
             raise FormatError(f"{where}: expected a list of '病人：...'/'医生：...' strings")
         turns = []
@@ -95,50 +87,29 @@ def _meddialog_json(path: Path) -> list[Dialogue]:
             if head not in ("病人", "医生") or utterance[2:3] not in ("：", ":"):
                 raise FormatError(f"{where}: utterance does not start with 病人： or 医生：: {utterance[:20]!r}")
             turns.append((SPEAKERS[head], utterance[3:].strip()))
-        out.append(_check(Dialogue(str(len(out)), turns, where)))
-    return out
+        yield _check(Dialogue(str(index), turns, where))
 
 
-def _read_csv(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
-    if not path.is_file():
-        raise FormatError(f"{path}: file not found")
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != columns:
-            raise FormatError(f"{path}:1: expected header {','.join(columns)}, got {header}")
-        rows, line = [], reader.line_num + 1
-        for row in reader:
-            if len(row) != len(columns):
-                raise FormatError(f"{path}:{line}: expected {len(columns)} fields, got {len(row)}")
-            rows.append((line, dict(zip(columns, row, strict=True))))
-            line = reader.line_num + 1
-    return rows
-
-
-def _cmedqa2(folder: Path) -> list[Dialogue]:
-    questions = _read_csv(folder / "question.csv", ["question_id", "content"])
-    answers = _read_csv(folder / "answer.csv", ["ans_id", "question_id", "content"])
+def _cmedqa2(folder: Path, encoding: str) -> Iterator[Dialogue]:
+    if not folder.is_dir():
+        raise FormatError(f"{folder}: cmedqa2 is a folder holding question.csv and answer.csv")
+    questions = list(iter_csv(folder / "question.csv", ["question_id", "content"], encoding))
+    answers = iter_csv(folder / "answer.csv", ["ans_id", "question_id", "content"], encoding)
     first_answer: dict[str, str] = {}
     known = {row["question_id"] for _, row in questions}
-    for line, row in answers:
+    for where, row in answers:
         if row["question_id"] not in known:
-            raise FormatError(f"{folder / 'answer.csv'}:{line}: question_id {row['question_id']!r} "
-                              "is not in question.csv")
+            raise FormatError(f"{where}: question_id {row['question_id']!r} is not in question.csv")
         first_answer.setdefault(row["question_id"], row["content"])
-    out = []
-    for line, row in questions:
+    for where, row in questions:
         if row["question_id"] not in first_answer:
             continue  # a question nobody answered is not a dialogue
-        out.append(_check(Dialogue(row["question_id"], [("patient", row["content"].strip()),
-                                                        ("doctor", first_answer[row["question_id"]].strip())],
-                                   f"{folder / 'question.csv'}:{line}")))
-    return out
+        yield _check(Dialogue(row["question_id"], [("patient", row["content"].strip()),
+                                                   ("doctor", first_answer[row["question_id"]].strip())], where))
 
 
-def _disc_med_sft(path: Path) -> list[Dialogue]:
-    out = []
-    for where, record in iter_json_lines(path, FormatError):
+def _disc_med_sft(path: Path, encoding: str) -> Iterator[Dialogue]:
+    for index, (where, record) in enumerate(iter_json_lines(path, encoding)):
         conversation = record.get("conversation")
         if not isinstance(conversation, list):
             raise FormatError(f"{where}: conversation: missing or not a list")
@@ -148,17 +119,29 @@ def _disc_med_sft(path: Path) -> list[Dialogue]:
                     or not isinstance(turn.get("content"), str):
                 raise FormatError(f"{where}: conversation[{k}]: expected {{role: user|assistant, content}}")
             turns.append((SPEAKERS[turn["role"]], turn["content"].strip()))
-        out.append(_check(Dialogue(str(record.get("_id", len(out))), turns, where,
-                                   {"source": record.get("source")})))
-    return out
+        yield _check(Dialogue(str(record.get("_id", index)), turns, where, {"source": record.get("source")}))
 
 
-def load_dialogues(path: Path | str, fmt: str) -> list[Dialogue]:
-    """Read a dialogue corpus in one of ``FORMATS``."""
+def iter_dialogues(path: Path | str, fmt: str, encoding: str = "utf-8") -> Iterator[Dialogue]:
+    """The dialogues of a corpus in one of ``FORMATS``, checked, one at a time."""
     path = Path(path)
     if fmt not in FORMATS:
         raise FormatError(f"unknown dialogue format {fmt!r} (expected one of {', '.join(FORMATS)})")
-    if not path.exists():
+    if fmt != "cmedqa2":
+        existing_file(path)
+    elif not path.exists():
         raise FormatError(f"{path}: not found")
     return {"meddialog_txt": _meddialog_txt, "meddialog_json": _meddialog_json,
-            "cmedqa2": _cmedqa2, "disc_med_sft": _disc_med_sft}[fmt](path)
+            "cmedqa2": _cmedqa2, "disc_med_sft": _disc_med_sft}[fmt](path, encoding)
+
+
+def load_dialogues(path: Path | str, fmt: str, encoding: str = "utf-8") -> list[Dialogue]:
+    """Every dialogue of the corpus; an id that appears twice is an error naming both records."""
+    out: list[Dialogue] = []
+    seen: dict[str, str] = {}
+    for dialogue in iter_dialogues(path, fmt, encoding):
+        if dialogue.id in seen:
+            raise FormatError(f"{dialogue.where}: id {dialogue.id!r} repeats the one at {seen[dialogue.id]}")
+        seen[dialogue.id] = dialogue.where
+        out.append(dialogue)
+    return out

@@ -1,32 +1,35 @@
-"""General instruction / chat sets -> chats (lists of {"role", "content"} messages).
+"""Instruction / chat sets -> chats (lists of {"role", "content"} messages).
 
-Formats (name in params -> layout):
+Formats (name in params -> layout, field names as in each data card):
 
 * ``alpaca``: a JSON list of ``{instruction, input, output}`` (alpaca-zh, BELLE ...);
   the user turn is the instruction, then the input on a new line when present.
 * ``moss``: MOSS-SFT JSONL, ``{conversation_id, chat: {turn_1: {Human: "<|Human|>: ...<eoh>",
   MOSS: "<|MOSS|>: ...<eom>"}, ...}}``; the speaker tags are stripped.
 * ``sharegpt``: a JSON list of ``{id, conversations: [{from: human|gpt|system, value}]}``.
+* ``huatuo_sft``: HuatuoGPT-II's SFT and pre-training-instruction JSONL, one
+  ``{idx | id, conversations: [{from: human|gpt, value}]}`` per line.
+* ``disc_med_sft``: DISC-Med-SFT JSONL, ``{_id, source, conversation: [{role: user|assistant,
+  content}]}``.
+
+Every reader streams (``iter_instructions``: a 470k-line DISC-Med-SFT file is never a list
+in memory until the caller makes one) and checks each chat: it starts with the user, has
+an answer, no empty turn. ``load_instructions`` adds the whole-file check: no id twice.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from medlab.formats import FormatError
-from medlab.records import RecordError, iter_json_array, iter_json_lines
+from medlab.formats.text import existing_file, iter_json_array, iter_json_lines
 
-FORMATS = ("alpaca", "moss", "sharegpt")
+FORMATS = ("alpaca", "moss", "sharegpt", "huatuo_sft", "disc_med_sft")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system"}
-
-
-def _array(path: Path) -> list[tuple[int, object]]:
-    try:
-        return list(iter_json_array(path.read_text(encoding="utf-8"), str(path)))
-    except RecordError as exc:
-        raise FormatError(str(exc)) from None
+Chat = tuple[str, str, list[dict[str, str]]]  # (id, "file:line", messages)
 
 
 def _check(where: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -38,10 +41,8 @@ def _check(where: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return messages
 
 
-def _alpaca(path: Path) -> list[tuple[str, str, list[dict[str, str]]]]:
-    out = []
-    for number, item in _array(path):
-        where = f"{path}:{number}"
+def _alpaca(path: Path, encoding: str) -> Iterator[Chat]:
+    for index, (where, item) in enumerate(iter_json_array(path, encoding)):
         if not isinstance(item, dict):
             raise FormatError(f"{where}: expected an object")
         for field in ("instruction", "output"):
@@ -50,9 +51,8 @@ def _alpaca(path: Path) -> list[tuple[str, str, list[dict[str, str]]]]:
         prompt = item["instruction"].strip()
         if str(item.get("input") or "").strip():
             prompt += "\n" + item["input"].strip()
-        out.append((str(len(out)), where, _check(where, [
-            {"role": "user", "content": prompt}, {"role": "assistant", "content": item["output"].strip()}])))
-    return out
+        yield str(index), where, _check(where, [
+            {"role": "user", "content": prompt}, {"role": "assistant", "content": item["output"].strip()}])
 
 
 def _strip_moss(text: str, speaker: str) -> str:
@@ -60,9 +60,8 @@ def _strip_moss(text: str, speaker: str) -> str:
     return re.sub(r"\s*<(eoh|eom|eoc|eot)>\s*$", "", text).strip()
 
 
-def _moss(path: Path) -> list[tuple[str, str, list[dict[str, str]]]]:
-    out = []
-    for where, record in iter_json_lines(path, FormatError):
+def _moss(path: Path, encoding: str) -> Iterator[Chat]:
+    for index, (where, record) in enumerate(iter_json_lines(path, encoding)):
         chat = record.get("chat")
         if not isinstance(chat, dict) or not chat:
             raise FormatError(f"{where}: chat: missing or empty")
@@ -73,32 +72,65 @@ def _moss(path: Path) -> list[tuple[str, str, list[dict[str, str]]]]:
                 raise FormatError(f"{where}: chat.{turn}: needs Human and MOSS")
             messages.append({"role": "user", "content": _strip_moss(parts["Human"], "Human")})
             messages.append({"role": "assistant", "content": _strip_moss(parts["MOSS"], "MOSS")})
-        out.append((str(record.get("conversation_id", len(out))), where, _check(where, messages)))
-    return out
+        yield str(record.get("conversation_id", index)), where, _check(where, messages)
 
 
-def _sharegpt(path: Path) -> list[tuple[str, str, list[dict[str, str]]]]:
-    out = []
-    for number, item in _array(path):
-        where = f"{path}:{number}"
+def _from_value_turns(where: str, turns) -> list[dict[str, str]]:
+    if not isinstance(turns, list):
+        raise FormatError(f"{where}: conversations: missing or not a list")
+    messages = []
+    for k, turn in enumerate(turns):
+        role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        if role is None or not isinstance(turn.get("value"), str):
+            raise FormatError(f"{where}: conversations[{k}]: expected {{from: human|gpt|system, value}}")
+        messages.append({"role": role, "content": turn["value"].strip()})
+    return _check(where, messages)
+
+
+def _sharegpt(path: Path, encoding: str) -> Iterator[Chat]:
+    for index, (where, item) in enumerate(iter_json_array(path, encoding)):
         turns = item.get("conversations") if isinstance(item, dict) else None
-        if not isinstance(turns, list):
-            raise FormatError(f"{where}: conversations: missing or not a list")
+        yield str(item.get("id", index)), where, _from_value_turns(where, turns)
+
+
+def _huatuo_sft(path: Path, encoding: str) -> Iterator[Chat]:
+    for index, (where, record) in enumerate(iter_json_lines(path, encoding)):
+        ident = record.get("idx", record.get("id", index))
+        yield str(ident), where, _from_value_turns(where, record.get("conversations"))
+
+
+def _disc_med_sft(path: Path, encoding: str) -> Iterator[Chat]:
+    for index, (where, record) in enumerate(iter_json_lines(path, encoding)):
+        conversation = record.get("conversation")
+        if not isinstance(conversation, list):
+            raise FormatError(f"{where}: conversation: missing or not a list")
         messages = []
-        for k, turn in enumerate(turns):
-            role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
-            if role is None or not isinstance(turn.get("value"), str):
-                raise FormatError(f"{where}: conversations[{k}]: expected {{from: human|gpt|system, value}}")
-            messages.append({"role": role, "content": turn["value"].strip()})
-        out.append((str(item.get("id", len(out))), where, _check(where, messages)))
-    return out
+        for k, turn in enumerate(conversation):
+            if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant", "system") \
+                    or not isinstance(turn.get("content"), str):
+                raise FormatError(f"{where}: conversation[{k}]: expected {{role: user|assistant, content}}")
+            messages.append({"role": turn["role"], "content": turn["content"].strip()})
+        yield str(record.get("_id", index)), where, _check(where, messages)
 
 
-def load_instructions(path: Path | str, fmt: str) -> list[tuple[str, str, list[dict[str, str]]]]:
-    """(id, "file:line", messages) for each chat in a file of one of ``FORMATS``."""
-    path = Path(path)
+READERS = {"alpaca": _alpaca, "moss": _moss, "sharegpt": _sharegpt, "huatuo_sft": _huatuo_sft,
+           "disc_med_sft": _disc_med_sft}
+
+
+def iter_instructions(path: Path | str, fmt: str, encoding: str = "utf-8") -> Iterator[Chat]:
+    """(id, "file:line", messages) for each chat in a file of one of ``FORMATS``, streamed."""
     if fmt not in FORMATS:
         raise FormatError(f"unknown instruction format {fmt!r} (expected one of {', '.join(FORMATS)})")
-    if not path.is_file():
-        raise FormatError(f"{path}: file not found")
-    return {"alpaca": _alpaca, "moss": _moss, "sharegpt": _sharegpt}[fmt](path)
+    return READERS[fmt](existing_file(path), encoding)
+
+
+def load_instructions(path: Path | str, fmt: str, encoding: str = "utf-8") -> list[Chat]:
+    """Every chat of the file; an id that appears twice is an error naming both lines."""
+    out: list[Chat] = []
+    seen: dict[str, str] = {}
+    for ident, where, messages in iter_instructions(path, fmt, encoding):
+        if ident in seen:
+            raise FormatError(f"{where}: id {ident!r} repeats the one at {seen[ident]}")
+        seen[ident] = where
+        out.append((ident, where, messages))
+    return out

@@ -1,7 +1,7 @@
 """General-domain chats mixed into the training data (DISC-MedLLM kept general ability
 with general instruction data; HuatuoGPT-II mixed general SFT data in as well).
 
-Loaded as they are from local files (alpaca, MOSS or ShareGPT format): no teacher
+Loaded as they are from local files (alpaca, MOSS, ShareGPT, HuatuoGPT-II or DISC-Med-SFT format): no teacher
 call, no ground truth (``truth`` None).
 """
 
@@ -11,11 +11,11 @@ from medlab.formats.instructions import load_instructions
 from medlab.records import Sample
 
 
-def load_samples(files: list[tuple[str, str]], root) -> list[Sample]:
-    """``files``: (path relative to root, format) pairs."""
+def load_samples(files: list[tuple[str, str, str]], root) -> list[Sample]:
+    """``files``: (path relative to root, format, encoding) triples."""
     samples = []
-    for path, fmt in files:
-        for ident, where, messages in load_instructions(root / path, fmt):
+    for path, fmt, encoding in files:
+        for ident, where, messages in load_instructions(root / path, fmt, encoding):
             samples.append(Sample(
                 id=f"general_mix-{len(samples):05d}", source="general_mix", domain="general",
                 messages=messages, truth=None,

@@ -105,7 +105,6 @@ class GenerateParams(Section):
             out.append((("self_instruct", "seed_file"), f"file not found: {root / self.self_instruct.seed_file}"))
         for section in ("dialogue_rewrite", "mcq_to_qa", "general_mix"):
             for k, spec in enumerate(getattr(self, section).files):
-                if not (root / spec.path).exists():
-                    out.append(((section, "files", k, "path"), f"not found: {root / spec.path}"))
+                out += [((section, "files", k, *loc), why) for loc, why in spec.problems(root)]
         return out
 
