@@ -130,11 +130,36 @@ def test_directory_without_config_is_not_a_model(root, tmp_path):
     assert "has no config.json" in error_of(path, root)
 
 
-def test_hub_id_passes_validation(root, tmp_path):
+def test_hub_id_passes_online_and_offline_only_when_cached(root, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
     path = write_variant(tmp_path, root, "  init: scratch", "  init: pretrained")
     path.write_text(path.read_text(encoding="utf-8").replace(
         "    name_or_path: null", "    name_or_path: Qwen/Qwen2.5-0.5B"), encoding="utf-8")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert validate_params(read_yaml(path), root=root).pretrain.pretrained.name_or_path == "Qwen/Qwen2.5-0.5B"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert ("pretrain.pretrained.name_or_path: 'Qwen/Qwen2.5-0.5B' is neither a local directory"
+            in error_of(path, root)) and "HF_HUB_OFFLINE is set" in error_of(path, root)
+    snapshot = cache / "models--Qwen--Qwen2.5-0.5B" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}", encoding="utf-8")
+    (cache / "models--Qwen--Qwen2.5-0.5B" / "refs").mkdir()
+    (cache / "models--Qwen--Qwen2.5-0.5B" / "refs" / "main").write_text("0" * 40, encoding="utf-8")
+    assert validate_params(read_yaml(path), root=root).pretrain.pretrained.name_or_path == "Qwen/Qwen2.5-0.5B"
+
+
+def test_a_relative_model_path_with_one_slash_is_a_path_and_models_names_its_stage(root, tmp_path):
+    path = write_variant(tmp_path, root, "  init: scratch", "  init: pretrained")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("    name_or_path: null", "    name_or_path: external/qwen"), encoding="utf-8")
+    assert f"pretrain.pretrained.name_or_path: model directory not found: {root / 'external/qwen'}" \
+        in error_of(path, root)
+    path.write_text(text.replace("    name_or_path: null", "    name_or_path: models/finetune/x"), encoding="utf-8")
+    assert "does not exist yet: stage finetune@<recipe> writes it" in error_of(path, root)
 
 
 def test_cross_field_checks(root, tmp_path):

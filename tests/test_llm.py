@@ -212,11 +212,29 @@ def server(tmp_path):
     srv.shutdown()
 
 
-def openai_backend(url: str, monkeypatch, key="test-key", retries=4):
+def openai_backend(url: str, monkeypatch, key="test-key", retries=4, **kwargs):
     from medlab.llm.openai_compat import OpenAIBackend
 
     monkeypatch.setenv("MEDLAB_TEST_KEY", key)
-    return OpenAIBackend(url, "fake-model", "MEDLAB_TEST_KEY", max_concurrency=4, timeout_s=10, max_retries=retries)
+    kwargs.setdefault("max_concurrency", 4)
+    return OpenAIBackend(url, "fake-model", "MEDLAB_TEST_KEY", timeout_s=10, max_retries=retries, **kwargs)
+
+
+@pytest.fixture()
+def quiet_server(tmp_path):
+    """A fake endpoint that answers every request the first time (no 429/500)."""
+    servers = []
+
+    def start(messy=False, delay_ms=0):
+        log = tmp_path / f"calls{len(servers)}.jsonl"
+        srv = fake_openai.serve(0, str(log), delay_ms=delay_ms, fail_rate=0.0, key="test-key", messy=messy)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/v1", log
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
 
 
 def statuses(log: Path) -> list[dict]:
@@ -296,3 +314,107 @@ def test_hf_backend_batched_equals_one_at_a_time(tmp_path):
     assert batched[1].prompt_tokens > batched[0].prompt_tokens
     with pytest.raises(LLMError, match="cannot load model"):
         HFBackend(str(tmp_path / "missing"))
+
+
+def test_answers_cut_at_max_tokens_are_rejected_for_training_and_kept_for_evaluation(quiet_server, monkeypatch,
+                                                                                      tmp_path):
+    url, log = quiet_server()
+    backend = openai_backend(url, monkeypatch, max_failed_fraction=0.5)
+    requests = [req(f"第{i}题" + (" [[cut]]" if i % 4 == 0 else "")) for i in range(8)]
+    stats = CallStats()
+    out = generate_cached(backend, requests, CallCache(tmp_path / "c.sqlite"), stats=stats)
+    assert [c.failed for c in out] == ["length" if i % 4 == 0 else None for i in range(8)]
+    assert all(c.text == "" for c in out[::4]) and all(c.text for i, c in enumerate(out) if i % 4)
+    assert stats.truncated == 2 and stats.failed_http == 0
+    calls = len(statuses(log))
+    kept = generate_cached(backend, requests, CallCache(tmp_path / "c.sqlite"), truncated="keep")
+    assert len(statuses(log)) == calls  # the cut answers were cached as what they are: no new call
+    assert all(c.text and c.failed is None and c.cached for c in kept)
+    assert kept[0].finish_reason == "length"
+    backend.max_failed_fraction = 0.1  # 2 of 8 cut: too many for a teacher
+    with pytest.raises(LLMError, match=r"2 of 8 calls gave no usable answer \(2 cut at max_new_tokens\), more than "
+                                       r"generate\.teacher\.openai\.max_failed_fraction = 0\.1.*raise max_new_tokens"):
+        generate_cached(backend, requests, CallCache(tmp_path / "c.sqlite"))
+
+
+def test_a_refused_request_is_one_counted_failure_and_the_stage_goes_on(quiet_server, monkeypatch, tmp_path):
+    url, log = quiet_server()
+    backend = openai_backend(url, monkeypatch, max_failed_fraction=0.2, params_key="filter.judge.rubric.openai")
+    requests = [req(f"第{i}题" + (" [[400]]" if i == 3 else "")) for i in range(10)]
+    cache = CallCache(tmp_path / "c.sqlite")
+    stats = CallStats()
+    out = generate_cached(backend, requests, cache, stats=stats)
+    assert out[3].failed.startswith("http 400: ") and "maximum context length" in out[3].failed and out[3].text == ""
+    assert all(c.failed is None and c.text for i, c in enumerate(out) if i != 3)
+    assert stats.failed_http == 1 and len(cache) == 9 and len(cache.failures()) == 1
+    before = collections.Counter(e["status"] for e in statuses(log))
+    generate_cached(backend, requests, CallCache(tmp_path / "c.sqlite"))  # rerun: only the refused one again
+    after = collections.Counter(e["status"] for e in statuses(log))
+    assert after - before == collections.Counter({400: 1})
+    backend.max_failed_fraction = 0.0
+    with pytest.raises(LLMError, match=r"1 of 10 calls .*1 http 400.*filter\.judge\.rubric\.openai\.max_failed_fraction"
+                                       r".*maximum context length"):
+        generate_cached(backend, requests, CallCache(tmp_path / "c.sqlite"))
+
+
+def test_cache_key_names_the_endpoint_revision_and_seed_and_the_seed_is_sent(quiet_server, monkeypatch, tmp_path):
+    url_a, log_a = quiet_server()
+    url_b, log_b = quiet_server()
+    cache_path = tmp_path / "c.sqlite"
+    requests = [req("同一个问题")]
+    generate_cached(openai_backend(url_a, monkeypatch), requests, CallCache(cache_path))
+    generate_cached(openai_backend(url_b, monkeypatch), requests, CallCache(cache_path))  # same name, other server
+    assert len(statuses(log_a)) == 1 and len(statuses(log_b)) == 1
+    generate_cached(openai_backend(url_a, monkeypatch, revision="2025-01"), requests, CallCache(cache_path))
+    generate_cached(openai_backend(url_a, monkeypatch, seed=7), requests, CallCache(cache_path))
+    assert [e["seed"] for e in statuses(log_a)] == [None, None, 7]
+    generate_cached(openai_backend(url_a, monkeypatch, seed=7), requests, CallCache(cache_path))
+    assert len(statuses(log_a)) == 3  # the same endpoint, revision and seed: from the cache
+
+
+def test_the_pool_keeps_max_concurrency_requests_in_flight_past_a_slow_one(quiet_server, monkeypatch, tmp_path):
+    url, log = quiet_server(delay_ms=10)
+    backend = openai_backend(url, monkeypatch, max_concurrency=3)
+    requests = [req("慢 [[slow]]")] + [req(f"第{i}题") for i in range(29)]  # > one old batch (4 x 3)
+    generate_cached(backend, requests, CallCache(tmp_path / "c.sqlite"))
+    entries = statuses(log)
+    assert len(entries) == 30 and max(e["in_flight"] for e in entries) == 3  # never more than 3 at once
+    # every other request, the 13th to 30th included, finished while the slow one (0.4 s) was
+    # in flight: no batch waited for its slowest call
+    assert entries[-1]["messages"] == fake_openai.messages_hash([{"role": "user", "content": "慢 [[slow]]"}])
+
+
+def test_errors_name_the_params_key_of_the_caller(server, monkeypatch):
+    url, _ = server
+    backend = openai_backend(url, monkeypatch, key="wrong", params_key="evaluate.judge.openai")
+    with pytest.raises(LLMError, match=r"evaluate\.judge\.openai.*HTTP 401.*evaluate\.judge\.openai\.api_key_env"):
+        backend.generate([req("你好")])
+
+
+def test_messy_chat_model_answers_parse_or_are_counted(quiet_server, monkeypatch, tmp_path):
+    """What real chat models send (preambles, markdown, fenced JSON, full-width digits,
+    refusals) reaches the parsers; each parses or is counted, none is misread."""
+    from medlab.filter.rubric_judge import judge, parse_scores
+    from medlab.generate.parse import parse_dialogue, parse_tasks
+
+    for k in range(30):
+        qa = fake_openai.answer_for("请写一个问答", f"qa{k}", messy=True)
+        question, answer = parse_qa(qa)
+        assert "*" not in question and "好的" not in question and answer.startswith(tuple(fake_openai.CHARS))
+        dialogue = parse_dialogue(fake_openai.answer_for("患者：……\n医生：……", f"d{k}", messy=True))
+        assert [m["role"] for m in dialogue] == ["user", "assistant", "user", "assistant"]
+        assert all(not m["content"].startswith("*") for m in dialogue)
+        tasks = parse_tasks(fake_openai.answer_for("任务1 ... 请再编写3个任务", f"t{k}", messy=True))
+        assert len(tasks) == 3 and all(not i.startswith("*") for i, _ in tasks)
+    assert parse_scores("```json\n{\"coherence\": 8, \"professionalism\": 7, \"usefulness\": 9, "
+                        "\"harmlessness\": 10, \"friendliness\": 6}\n```\n以上评分仅供参考。")["coherence"] == 8
+    assert parse_scores("- **连贯性**：８分\n- **专业性**：７分\n- **有用性**：９分\n- **无害性**：１０分\n"
+                        "- **友好性**：６分")["harmlessness"] == 10
+    assert parse_scores("抱歉，我无法对这段内容进行评价。") is None
+    url, _ = quiet_server(messy=True)
+    backend = openai_backend(url, monkeypatch)
+    chats = [[{"role": "user", "content": f"问题{k}"}, {"role": "assistant", "content": f"回答{k}"}] for k in range(40)]
+    stats = CallStats()
+    result = judge(chats, backend, CallCache(tmp_path / "c.sqlite"), Decoding(temperature=0.0), stats=stats)
+    assert stats.refusals > 0  # the server refused some first attempts ...
+    assert result.unparseable == 0 and all(s is not None for s in result.scores)  # ... the retries parsed

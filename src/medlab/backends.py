@@ -8,9 +8,10 @@ from pathlib import Path
 from medlab.llm.base import Backend, LLMError
 
 
-def make_backend(cfg, root: Path, kb=None, seed: int = 0, runtime=None) -> Backend:
-    """The backend ``generate.teacher`` (or any section of the same shape) asks for; an
-    ``hf`` model is loaded through ``runtime`` (params ``runtime``: device, dtype)."""
+def make_backend(cfg, root: Path, kb=None, seed: int = 0, runtime=None, key: str = "generate.teacher") -> Backend:
+    """The backend ``generate.teacher`` (or any section of the same shape, at params ``key``)
+    asks for; an ``hf`` model is loaded through ``runtime`` (params ``runtime``: device, dtype).
+    Errors and failure counts name ``key`` so a judge's problem is not reported as the teacher's."""
     if cfg.backend == "simulated":
         from medlab.embedded.teacher import SimulatedTeacher
 
@@ -22,11 +23,16 @@ def make_backend(cfg, root: Path, kb=None, seed: int = 0, runtime=None) -> Backe
 
         name = cfg.hf.name_or_path
         local = root / name
-        return HFBackend(str(local) if local.exists() else name, cfg.hf.batch_size, cfg.hf.revision,
-                         cfg.hf.trust_remote_code, runtime=runtime)
+        backend = HFBackend(str(local) if local.exists() else name, cfg.hf.batch_size, cfg.hf.revision,
+                            cfg.hf.trust_remote_code, runtime=runtime)
+        backend.max_failed_fraction = cfg.hf.max_failed_fraction
+        backend.params_key = f"{key}.hf"
+        return backend
     if cfg.backend == "openai":
         from medlab.llm.openai_compat import OpenAIBackend
 
         o = cfg.openai
-        return OpenAIBackend(o.base_url, o.model, o.api_key_env, o.max_concurrency, o.timeout_s, o.max_retries)
-    raise LLMError(f"unknown backend {cfg.backend!r}")
+        return OpenAIBackend(o.base_url, o.model, o.api_key_env, o.max_concurrency, o.timeout_s, o.max_retries,
+                             revision=o.revision, seed=o.seed, max_failed_fraction=o.max_failed_fraction,
+                             params_key=f"{key}.openai")
+    raise LLMError(f"unknown backend {cfg.backend!r} ({key}.backend)")

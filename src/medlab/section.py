@@ -10,6 +10,7 @@ model reference that several sections share.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -32,21 +33,53 @@ class Section(BaseModel):
         return []
 
 
-def looks_like_local_path(name: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything else is meant as a local path."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/")
+def looks_like_local_path(name: str, root: Path | None = None) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else is meant as a local path, and so is
+    ``org/name`` when ``org`` is a folder of the repository (``external/qwen``, ``models/base``)."""
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/"):
+        return True
+    head = name.split("/", 1)[0]
+    return "/" in name and (head in ("models", "data", "external") or (root is not None and (root / head).is_dir()))
 
 
-def model_path_problem(name: str, root: Path) -> str | None:
-    """Why ``name`` cannot be a model (local dir or hub id), or None if it may be one."""
+# where the pipeline writes models, and the stage that does it
+PRODUCED_MODELS = {"base": "pretrain", "finetune": "finetune@<recipe>"}
+
+
+def hub_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def in_hub_cache(repo_id: str, revision: str | None = None) -> bool:
+    """Whether the local Hugging Face cache holds ``repo_id``'s config.json (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return isinstance(found, str)
+
+
+def model_path_problem(name: str, root: Path, revision: str | None = None) -> str | None:
+    """Why ``name`` cannot be a model (local dir or hub id), or None if it may be one.
+
+    A local path must exist and hold config.json; under ``models/`` the message names the
+    stage that writes it. A hub id (``org/name``) is accepted online; offline
+    (``HF_HUB_OFFLINE=1``) only when the local Hugging Face cache holds it."""
     path = (root / Path(name).expanduser()) if not Path(name).is_absolute() else Path(name)
     if path.exists():
         if not (path / "config.json").is_file():
             return f"{path} has no config.json: not a Hugging Face model directory"
         return None
-    if looks_like_local_path(name):
+    parts = Path(name).parts
+    if parts[:1] == ("models",) and len(parts) > 1 and parts[1] in PRODUCED_MODELS:
+        return (f"{path} does not exist yet: stage {PRODUCED_MODELS[parts[1]]} writes it "
+                f"(`dvc repro {PRODUCED_MODELS[parts[1]].split('@')[0]}` first)")
+    if looks_like_local_path(name, root):
         return f"model directory not found: {path}"
-    return None  # a hub id: resolved (or refused, when offline) at load time
+    if hub_offline() and not in_hub_cache(name, revision):
+        return (f"{name!r} is neither a local directory ({path}) nor in the local Hugging Face cache, "
+                "and HF_HUB_OFFLINE is set: download it first or give a local path")
+    return None  # a hub id: resolved at load time
 
 
 # ------------------------------------------------------------------ reading and checking

@@ -1,14 +1,21 @@
 """A local OpenAI-compatible chat server for tests and benchmarks (not a model).
 
-    python fake_openai.py --log calls.jsonl [--port 0] [--delay-ms 20] [--fail-rate 0.2] [--key test-key]
+    python fake_openai.py --log calls.jsonl [--port 0] [--delay-ms 20] [--fail-rate 0.2] [--key test-key] [--messy]
 
 Prints ``PORT <n>`` once listening. ``POST /v1/chat/completions`` answers in the format
-the prompt asks for (medlab's prompts: QA, dialogue or numbered tasks) with text derived
-deterministically from the request body, so identical requests get identical answers.
-It misbehaves on purpose: a ``--fail-rate`` share of request bodies get HTTP 429 (with
-``retry-after-ms``) on their first attempt and another share HTTP 500, so clients must
-retry; a wrong API key gets 401. Every attempt is appended to the ``--log`` JSONL file
-(``{"body": sha256, "messages": sha256, "status": code}``) so a test can check what was requested twice.
+the prompt asks for (medlab's prompts: QA, dialogue, numbered tasks, rubric JSON, pairwise
+verdict) with text derived deterministically from the request body, so identical requests
+get identical answers. It misbehaves on purpose: a ``--fail-rate`` share of request bodies
+get HTTP 429 (with ``retry-after-ms``) on their first attempt and another share HTTP 500,
+so clients must retry; a wrong API key gets 401. ``--messy`` answers the way real chat
+models do rather than in our parsers' exact format: a preamble (好的，以下是……), markdown
+emphasis and headings, list dashes, JSON in a code fence followed by commentary, full-width
+digits, and for a share of judge prompts a refusal. Markers in a prompt force a case:
+``[[400]]`` -> HTTP 400 (the request is refused), ``[[cut]]`` -> ``finish_reason: length``
+with the text cut short, ``[[slow]]`` -> a 0.4 s answer. Every attempt is appended to the
+``--log`` JSONL file (``{"body": sha256, "messages": sha256, "status": code, "seed",
+"in_flight"}``) so a test can check what was requested twice, what was sent and how many
+requests were in flight at once.
 """
 
 from __future__ import annotations
@@ -24,17 +31,46 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 CHARS = "疾病症状药物检查治疗诊断患者医生麻醉手术术前术后剂量反应风险评估护理康复饮食休息复诊监测指标功能感染炎症疼痛发热咳嗽血压心率呼吸肝肾脑心肺胃肠骨关节皮肤血液免疫代谢内分泌神经精神"
 
 
-def answer_for(prompt: str, digest: str) -> str:
+RUBRIC_NAMES = {"0到10分": ("coherence", "professionalism", "usefulness", "harmlessness", "friendliness"),
+                "1到5": ("proactivity", "accuracy", "helpfulness", "linguistic_quality")}
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+def answer_for(prompt: str, digest: str, messy: bool = False) -> str:
     rng = random.Random(digest)
 
     def phrase(n: int) -> str:
         return "".join(rng.choice(CHARS) for _ in range(n))
 
+    preamble = rng.choice(["好的，以下是根据您的要求生成的内容：\n\n", "当然可以！\n\n", ""]) if messy else ""
+    for scale, names in RUBRIC_NAMES.items():
+        if scale in prompt and "只输出一个JSON对象" in prompt:  # rubric judges
+            low, high = (0, 10) if scale == "0到10分" else (1, 5)
+            scores = {n: rng.randint(max(low, high - 4), high) for n in names}
+            if not messy:
+                return json.dumps(scores)
+            style = rng.random()
+            if style < 0.15 and "上次的输出无法解析" not in prompt:
+                return "抱歉，我无法对这段内容进行评价。"
+            if style < 0.5:
+                return f"```json\n{json.dumps(scores, indent=2)}\n```\n以上评分综合考虑了回答的准确性和表达。"
+            return preamble + "\n".join(f"- **{n}**：{str(v).translate(FULL_WIDTH)}分" for n, v in scores.items())
+    if "更好：1" in prompt:  # pairwise verdict
+        verdict = rng.choice(["1", "2", "平局"])
+        return f"**更好：{verdict}**\n\n理由：两个回答都{phrase(8)}。" if messy else f"更好：{verdict}"
     if "任务1" in prompt:  # self-instruct: numbered tasks
         count = int(next((c for c in prompt.split("请再编写")[1][:3] if c.isdigit()), "2"))
+        if messy:
+            return preamble + "\n\n".join(f"### 任务{k + 1}\n**指令：** 请说明{phrase(10)}。\n**回答：** {phrase(24)}。"
+                                            for k in range(count))
         return "\n\n".join(f"任务{k + 1}\n指令：请说明{phrase(10)}。\n回答：{phrase(24)}。" for k in range(count))
     if "患者：……" in prompt:  # dialogue
+        if messy:
+            return (preamble + f"- **患者**：{phrase(12)}？\n- **医生**：{phrase(30)}。\n"
+                    f"- **患者**：{phrase(8)}？\n- **医生**：{phrase(20)}。")
         return f"患者：{phrase(12)}？\n医生：{phrase(30)}。\n患者：{phrase(8)}？\n医生：{phrase(20)}。"
+    if messy:
+        return preamble + f"**问题：** {phrase(12)}？\n\n**回答：** {phrase(40)}。\n\n希望对您有所帮助！"
     return f"问题：{phrase(12)}？\n回答：{phrase(40)}。"
 
 
@@ -72,8 +108,15 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError):
             messages = None
 
+        entered = 0  # requests in flight when this one arrived (itself included)
+        try:
+            seed = json.loads(raw).get("seed")
+        except ValueError:
+            seed = None
+
         def log(status: int) -> None:
-            entry = {"body": digest, "messages": messages_hash(messages), "status": status, "attempt": attempt}
+            entry = {"body": digest, "messages": messages_hash(messages), "status": status, "attempt": attempt,
+                     "seed": seed, "in_flight": entered}
             with cfg["lock"], open(cfg["log"], "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
 
@@ -84,7 +127,20 @@ class Handler(BaseHTTPRequestHandler):
             log(401)
             return self._send(401, {"error": {"message": "invalid api key", "type": "invalid_request_error",
                                               "code": "invalid_api_key"}})
-        time.sleep(cfg["delay"])
+        request = json.loads(raw)
+        prompt = "\n".join(m["content"] for m in request["messages"])
+        with cfg["lock"]:
+            cfg["in_flight"] += 1
+            entered = cfg["in_flight"]
+        try:
+            time.sleep(0.4 if "[[slow]]" in prompt else cfg["delay"])
+        finally:
+            with cfg["lock"]:
+                cfg["in_flight"] -= 1
+        if "[[400]]" in prompt:
+            log(400)
+            return self._send(400, {"error": {"message": "This model's maximum context length is 4096 tokens",
+                                              "type": "invalid_request_error", "code": "context_length_exceeded"}})
         bucket = int(digest[:8], 16) / 16**8
         if attempt == 1 and bucket < cfg["fail_rate"] / 2:
             log(429)
@@ -92,24 +148,25 @@ class Handler(BaseHTTPRequestHandler):
         if attempt == 1 and bucket < cfg["fail_rate"]:
             log(500)
             return self._send(500, {"error": {"message": "internal error"}})
-        request = json.loads(raw)
-        prompt = "\n".join(m["content"] for m in request["messages"])
-        text = answer_for(prompt, digest)
+        text = answer_for(prompt, digest, cfg["messy"])
+        finish = "stop"
+        if "[[cut]]" in prompt:
+            text, finish = text[:len(text) // 3], "length"
         log(200)
         self._send(200, {
             "id": f"chatcmpl-{digest[:12]}", "object": "chat.completion", "created": 0,
             "model": request["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text),
                       "total_tokens": len(prompt) + len(text)},
         })
 
 
-def serve(port: int, log: str, delay_ms: float, fail_rate: float, key: str) -> ThreadingHTTPServer:
+def serve(port: int, log: str, delay_ms: float, fail_rate: float, key: str, messy: bool = False) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.cfg = {"log": log, "delay": delay_ms / 1000, "fail_rate": fail_rate, "key": key,
-                  "attempts": {}, "lock": threading.Lock()}
+    server.cfg = {"log": log, "delay": delay_ms / 1000, "fail_rate": fail_rate, "key": key, "messy": messy,
+                  "attempts": {}, "lock": threading.Lock(), "in_flight": 0}
     return server
 
 
@@ -120,8 +177,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--fail-rate", type=float, default=0.2)
     parser.add_argument("--key", default="test-key")
+    parser.add_argument("--messy", action="store_true", help="answer like a real chat model, not in our format")
     args = parser.parse_args()
-    server = serve(args.port, args.log, args.delay_ms, args.fail_rate, args.key)
+    server = serve(args.port, args.log, args.delay_ms, args.fail_rate, args.key, args.messy)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

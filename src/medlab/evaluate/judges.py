@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from medlab.llm.base import Backend, Decoding
 from medlab.llm.cache import CallCache, CallStats
-from medlab.llm.parsed import ask_parsed, parse_named_scores
+from medlab.llm.parsed import ask_parsed, parse_named_scores, plain
 
 PROMPT_VERSION = 1
 DIMENSIONS = {
@@ -66,6 +66,7 @@ def pairwise_prompt(question: str, first: str, second: str, attempt: int = 0) ->
 
 def parse_verdict(text: str) -> str | None:
     """"1", "2" or "tie" from a pairwise verdict, or None."""
+    text = plain(text)
     m = re.search(r"更好\s*[:：]\s*(1|2|平局|tie)", text, re.I) or \
         re.search(r"(?:better|winner)\s*[:：]\s*(1|2|tie)", text, re.I)
     if not m:

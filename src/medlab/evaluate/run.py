@@ -170,7 +170,8 @@ def generator(subject: Subject, cache: CallCache, batch_size: int, max_new_token
 
     def generate(chats: Sequence[list[dict]]) -> list[str]:
         requests = [ChatRequest.of(list(c), decoding) for c in chats]
-        return [c.text for c in generate_cached(backend, requests, cache, label=label)]
+        # an answer cut at max_new_tokens is the model's answer: scored as given (and counted)
+        return [c.text for c in generate_cached(backend, requests, cache, label=label, truncated="keep")]
 
     return generate
 

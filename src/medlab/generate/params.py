@@ -43,7 +43,7 @@ class TeacherParams(Section):
         if self.backend == "hf":
             if self.hf.name_or_path is None:
                 out.append((("hf", "name_or_path"), "required when backend is 'hf'"))
-            elif problem := model_path_problem(self.hf.name_or_path, root):
+            elif problem := model_path_problem(self.hf.name_or_path, root, self.hf.revision):
                 out.append((("hf", "name_or_path"), problem))
         return out
 

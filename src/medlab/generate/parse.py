@@ -13,10 +13,15 @@ class ParseError(ValueError):
     """Teacher output not in the requested format."""
 
 
-QA = re.compile(r"问题\s*[：:]\s*(?P<q>.+?)\s*回答\s*[：:]\s*(?P<a>.+)", re.S)
-TURN = re.compile(r"^\s*(患者|医生)\s*[：:]\s*(.*)$")
-TASK_HEADER = re.compile(r"^\s*任务\s*\d+\s*[：:]?\s*$", re.M)
-TASK = re.compile(r"指令\s*[：:]\s*(?P<i>.+?)\s*回答\s*[：:]\s*(?P<a>.+)", re.S)
+# Real chat models dress the requested markers in markdown ("**问题：**", "### 任务1",
+# "- 患者：") and open with a preamble ("好的，以下是……"): the markers below allow the
+# emphasis, heading, list and quote characters around them; text before the first marker
+# is not part of any field. Full-width and ASCII colons are both accepted.
+_MD = r"[*_#>\-\s]*"  # markdown decoration around a marker
+QA = re.compile(rf"问题{_MD}[：:]{_MD}(?P<q>.+?){_MD}回答{_MD}[：:][*_\s]*(?P<a>.+)", re.S)
+TURN = re.compile(rf"^{_MD}(患者|医生){_MD}[：:][*_\s]*(.*)$")
+TASK_HEADER = re.compile(r"^[*_#>\s]*任务\s*\d+[*_\s]*[：:]?[*_\s]*$", re.M)
+TASK = re.compile(rf"指令{_MD}[：:]{_MD}(?P<i>.+?){_MD}回答{_MD}[：:][*_\s]*(?P<a>.+)", re.S)
 
 
 def parse_qa(text: str) -> tuple[str, str]:
@@ -45,9 +50,10 @@ def parse_dialogue(text: str) -> list[dict[str, str]]:
                 messages.append({"role": role, "content": match.group(2).strip()})
         elif messages:  # a wrapped line continues the current turn
             messages[-1]["content"] += line.strip()
-        else:
-            raise ParseError("dialogue does not start with '患者：' or '医生：'")
-    if not messages or messages[0]["role"] != "user":
+        # else: a preamble line before the first turn ("好的，以下是改写后的对话：") is dropped
+    if not messages:
+        raise ParseError("no line starts with '患者：' or '医生：'")
+    if messages[0]["role"] != "user":
         raise ParseError("dialogue does not start with the patient")
     if not any(m["role"] == "assistant" for m in messages):
         raise ParseError("dialogue has no doctor turn")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,21 @@ class Completion:
     completion_tokens: int = 0
     truth: dict[str, Any] | None = None  # simulator only: {"fault": ..., ...}; None = unknown
     cached: bool = False
+    # why the call gave no usable answer (None = it did): "length" = cut at max_new_tokens,
+    # "http 400: <message>" = the server refused this one request. A failed call's text is
+    # never used (callers see ""), never cached as a success, and counted.
+    failed: str | None = None
+    finish_reason: str | None = None  # "stop" | "length" (hit max_new_tokens) | None (not reported)
+
+
+# Opening phrases of a refusal (Chinese and English chat models): counted, not parsed.
+REFUSAL = re.compile(r"^\W*(抱歉|对不起|很抱歉|非常抱歉|作为一个?(人工智能|AI|语言模型)|我无法|我不能|"
+                     r"I'm sorry|I am sorry|I cannot|I can't|As an AI)", re.I)
+
+
+def is_refusal(text: str) -> bool:
+    """Whether an answer opens by declining (抱歉，我无法…; I'm sorry, but…)."""
+    return bool(REFUSAL.match(text.strip()))
 
 
 class Backend(Protocol):

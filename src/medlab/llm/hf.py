@@ -123,8 +123,11 @@ class HFBackend:
             if stops:  # count up to and including the stop token, not the padding after it
                 ids = ids[:stops[0] + 1]
             text = tok.decode(ids, skip_special_tokens=True)
+            stopped = bool(stops)
             if self.layout == "plain":
+                stopped = stopped or ("\n" + PLAIN_USER) in text
                 text = text.split("\n" + PLAIN_USER)[0]
-            completions.append(Completion(text=text.strip(),
-                                          prompt_tokens=int(mask.sum()), completion_tokens=len(ids)))
+            finish = "stop" if stopped or len(ids) < d.max_new_tokens else "length"
+            completions.append(Completion(text=text.strip(), prompt_tokens=int(mask.sum()),
+                                          completion_tokens=len(ids), finish_reason=finish))
         return completions

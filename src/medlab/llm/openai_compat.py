@@ -2,13 +2,19 @@
 
 * base URL and model name come from params; the API key only from the environment
   variable params name (never from params, logs or outputs);
-* bounded concurrency: at most ``max_concurrency`` requests in flight (a thread pool);
+* the cache identity (``model``) is model name + base URL + declared revision + seed, so
+  the same name on another server, or a new revision, is never served from the cache;
+* one bounded pool: at most ``max_concurrency`` requests in flight, a new one sent the
+  moment one finishes (no batch waits for its slowest call);
 * retries: the ``openai`` client retries 408/409/429/5xx and connection errors with
   exponential backoff and jitter (0.5 s doubling to 8 s, times 0.75-1.0), honouring
   ``Retry-After``; ``max_retries`` bounds the attempts;
-* token usage is read from each response;
-* failures the user must fix (bad key, unknown model, unreachable endpoint after
-  the retries) raise ``LLMError`` with one clear line; completed calls stay cached.
+* ``seed`` is sent when params give one (OpenAI and vLLM accept it);
+* token usage and ``finish_reason`` are read from each response;
+* a request the server refuses (400, 413, 422, ...) is returned as a failed completion
+  with the server's message: the stage goes on, and the cache loop counts it;
+* failures of the endpoint itself (bad key, unknown model, unreachable after the
+  retries) raise ``LLMError`` with one line naming the params key; completed calls stay cached.
 """
 
 from __future__ import annotations
@@ -24,16 +30,23 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, base_url: str, model: str, api_key_env: str, max_concurrency: int = 8,
-                 timeout_s: float = 60.0, max_retries: int = 5):
+                 timeout_s: float = 60.0, max_retries: int = 5, revision: str = "", seed: int | None = None,
+                 max_failed_fraction: float = 0.0, params_key: str = "generate.teacher.openai"):
         import openai
 
+        self.params_key = params_key
         key = os.environ.get(api_key_env)
         if not key:
             raise LLMError(f"environment variable {api_key_env} is not set: it must hold the API key "
-                           f"for {base_url} (generate.teacher.openai.api_key_env names it)")
+                           f"for {base_url} ({params_key}.api_key_env names it)")
         self.base_url = base_url
-        self.model = model
-        self.batch_size = max_concurrency * 4  # requests handed over at once; in flight <= max_concurrency
+        self.model_name = model
+        # what identifies the answers (the cache key): the same name elsewhere is another model
+        self.model = f"{model}@{base_url.rstrip('/')}" + (f"#{revision}" if revision else "") \
+            + (f"~seed{seed}" if seed is not None else "")
+        self.seed = seed
+        self.max_failed_fraction = max_failed_fraction
+        self.batch_size = max_concurrency * 4  # used only by callers that batch themselves
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout_s,
@@ -42,37 +55,53 @@ class OpenAIBackend:
 
     def _call(self, request: ChatRequest) -> Completion:
         d = request.decoding
+        extra = {"seed": self.seed} if self.seed is not None else {}
+        where = f"{self.base_url} ({self.params_key})"
         try:
             response = self.client.chat.completions.create(
-                model=self.model, messages=list(request.messages), temperature=d.temperature,
-                top_p=d.top_p, max_tokens=d.max_new_tokens)
+                model=self.model_name, messages=list(request.messages), temperature=d.temperature,
+                top_p=d.top_p, max_tokens=d.max_new_tokens, **extra)
         except self._errors.AuthenticationError as exc:
-            raise LLMError(f"{self.base_url} rejected the API key (HTTP 401): check the key in the "
-                           f"environment variable named by generate.teacher.openai.api_key_env") from exc
+            raise LLMError(f"{where} rejected the API key (HTTP 401): check the key in the "
+                           f"environment variable named by {self.params_key}.api_key_env") from exc
         except self._errors.PermissionDeniedError as exc:
-            raise LLMError(f"{self.base_url} refused access to model {self.model!r} (HTTP 403)") from exc
+            raise LLMError(f"{where} refused access to model {self.model_name!r} (HTTP 403)") from exc
         except self._errors.NotFoundError as exc:
-            raise LLMError(f"{self.base_url}: model {self.model!r} or the chat endpoint was not found "
-                           "(HTTP 404)") from exc
-        except self._errors.BadRequestError as exc:
-            raise LLMError(f"{self.base_url} rejected a request (HTTP 400): {exc.message}") from exc
+            raise LLMError(f"{where}: model {self.model_name!r} or the chat endpoint was not found "
+                           f"(HTTP 404): check {self.params_key}.model and .base_url") from exc
         except (self._errors.APIConnectionError, self._errors.APITimeoutError) as exc:
-            raise LLMError(f"cannot reach {self.base_url} after {self.max_retries + 1} attempts "
+            raise LLMError(f"cannot reach {where} after {self.max_retries + 1} attempts "
                            f"({type(exc).__name__})") from exc
-        except self._errors.APIStatusError as exc:  # 429 / 5xx that outlasted the retries
-            raise LLMError(f"{self.base_url} kept answering HTTP {exc.status_code} after "
-                           f"{self.max_retries + 1} attempts") from exc
+        except self._errors.APIStatusError as exc:
+            if exc.status_code == 429 or exc.status_code >= 500:  # outlasted the retries
+                raise LLMError(f"{where} kept answering HTTP {exc.status_code} after "
+                               f"{self.max_retries + 1} attempts") from exc
+            # 400/413/422...: this request is refused (too long, bad content); the rest go on
+            message = " ".join(str(getattr(exc, "message", exc)).split())[:200]
+            return Completion(text="", failed=f"http {exc.status_code}: {message}")
         choice = response.choices[0]
         usage = response.usage
         return Completion(text=choice.message.content or "",
                           prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                          completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+                          completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                          finish_reason=choice.finish_reason)
 
     def stream(self, requests: list[ChatRequest]) -> Iterator[tuple[int, Completion]]:
-        """Yield (index, completion) as calls finish, at most ``max_concurrency`` in flight."""
+        """Yield (index, completion) as calls finish; ``max_concurrency`` in flight, the next
+        request sent as soon as one returns (requests are submitted lazily, not all at once)."""
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="openai")
-        pending = {pool.submit(self._call, r): i for i, r in enumerate(requests)}
+        queue = iter(enumerate(requests))
+        pending: dict = {}
+
+        def top_up() -> None:
+            while len(pending) < self.max_concurrency:
+                nxt = next(queue, None)
+                if nxt is None:
+                    return
+                pending[pool.submit(self._call, nxt[1])] = nxt[0]
+
         try:
+            top_up()
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 # hand over every success before raising a failure, so it gets cached
@@ -81,6 +110,7 @@ class OpenAIBackend:
                     if future.exception() is not None:
                         raise future.exception()
                     yield index, future.result()
+                top_up()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -16,15 +16,19 @@ class HFTeacherParams(Section):
     revision: str
     trust_remote_code: bool
     batch_size: int = Field(ge=1)
+    max_failed_fraction: float = Field(ge=0.0, le=1.0)
 
 
 class OpenAITeacherParams(Section):
     base_url: str
     model: str
+    revision: str
     api_key_env: str
     max_concurrency: int = Field(ge=1)
     timeout_s: float = Field(gt=0.0)
     max_retries: int = Field(ge=0)
+    seed: int | None = Field(ge=0)
+    max_failed_fraction: float = Field(ge=0.0, le=1.0)
 
 
 class DecodingParams(Section):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,10 +53,17 @@ def ask_parsed(build: Callable[[int, int], list[dict[str, str]]], parse: Callabl
     return result
 
 
+def plain(text: str) -> str:
+    """A judge's answer with full-width forms folded (：８ -> :8) and markdown emphasis and
+    code marks dropped (**连贯性**, ```json), so that parsers see the words and numbers."""
+    return re.sub(r"[*`]", "", unicodedata.normalize("NFKC", text))
+
+
 def parse_named_scores(text: str, names: dict[str, str], low: float, high: float) -> dict[str, float] | None:
     """Scores named in ``names`` (English -> Chinese name) from a judge's answer: a JSON
     object or "name: n" lines, either name, underscores matching spaces. None if any is
     missing or outside [low, high] — never a partial or default score."""
+    text = plain(text)
     found: dict[str, float] = {}
     match = re.search(r"\{.*?\}", text, re.S)
     if match:
