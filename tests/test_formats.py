@@ -159,3 +159,67 @@ def test_instruction_formats(tmp_path):
                                                                {"from": "bot", "value": "?"}]}]), encoding="utf-8")
     with pytest.raises(FormatError, match=r"s\.json:1: conversations\[1\]: expected"):
         load_instructions(share, "sharegpt")
+
+
+# ------------------------------------------------- public layouts as they are
+def test_answers_are_read_the_way_exam_files_write_them(tmp_path):
+    from medlab.formats.mcq import normalise_answer
+
+    assert [normalise_answer(a) for a in ("A", "a", "Ａ", "A．", "A、C", "A,C", "ＡＢＤ", " b ")] == \
+        ["A", "A", "A", "A", "AC", "AC", "ABD", "B"]
+    cmb = tmp_path / "cmb.json"
+    cmb.write_text(json.dumps([{"question": "全麻后常见的并发症有", "answer": "A、C", "question_type": "多项选择题",
+                                "option": {"A": "咽痛", "B": "骨折", "C": "恶心呕吐", "D": "脱发"}}],
+                              ensure_ascii=False), encoding="utf-8")
+    assert load_mcq(cmb, "cmb_exam")[0].answer == "AC"
+    cmexam = tmp_path / "cmexam.csv"
+    cmexam.write_text('Question,Options,Answer\n首选药,"Ａ．丙泊酚\nＢ．阿托品",Ａ\n', encoding="utf-8")
+    item = load_mcq(cmexam, "cmexam")[0]
+    assert item.options == {"A": "丙泊酚", "B": "阿托品"} and item.answer == "A"
+
+
+def test_cmmlu_and_huatuo_samples_read_in_their_real_layouts(root):
+    from medlab.formats.instructions import load_instructions
+
+    items = load_mcq(root / "samples/mcq/cmmlu_medicine.csv", "cmmlu")
+    assert len(items) == 12 and items[0].question.startswith("关于局部麻醉药中毒") and items[0].answer == "A"
+    chats = load_instructions(root / "samples/general/huatuo_sft.jsonl", "huatuo_sft")
+    assert chats[0][0] == "h-0001" and [m["role"] for m in chats[0][2]] == ["user", "assistant"]
+    disc = load_instructions(root / "samples/dialogues/disc_med_sft.jsonl", "disc_med_sft")
+    assert len(disc) >= 6 and disc[0][0] == "01-00001"
+
+
+def test_cmb_clin_cases_read_in_order_and_errors_name_the_line(root, tmp_path):
+    from medlab.formats.cases import load_cases
+
+    cases = load_cases(root / "samples/cases/cmb_clin.json")
+    assert [c.id for c in cases] == ["0", "1", "2"]
+    assert cases[1].qa[0][0] == "最可能的诊断是什么？" and "丹曲林" in cases[1].qa[1][1]
+    jsonl = tmp_path / "clin.jsonl"  # the same records as JSON Lines read too
+    jsonl.write_text("".join(json.dumps({"id": c.id, "title": c.title, "description": c.description,
+                                         "QA_pairs": [{"question": q, "solution": a} for q, a in c.qa]},
+                                        ensure_ascii=False) + "\n" for c in cases), encoding="utf-8")
+    assert load_cases(jsonl) == [c.__class__(c.id, c.title, c.description, c.qa, f"{jsonl}:{k + 1}")
+                                 for k, c in enumerate(cases)]
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n {"id": 1, "description": "病史", "QA_pairs": [{"question": "诊断？"}]}\n]', encoding="utf-8")
+    with pytest.raises(FormatError, match=r"bad\.json:2: QA_pairs\[0\]\.solution: missing or empty"):
+        load_cases(bad)
+
+
+def test_a_gbk_file_reads_with_its_encoding_key_and_names_its_line_without(tmp_path):
+    path = tmp_path / "gbk.jsonl"
+    path.write_bytes(("\n".join(json.dumps({"question": f"问题{k}", "options": {"A": "甲", "B": "乙"},
+                                            "answer_idx": "A"}, ensure_ascii=False) for k in range(3))
+                      + "\n").encode("gb18030"))
+    assert len(load_mcq(path, "medqa", encoding="gb18030")) == 3
+    with pytest.raises(FormatError, match=r"gbk\.jsonl:1: not UTF-8 \(looks like GB18030/GBK\?\)"):
+        load_mcq(path, "medqa")
+
+
+def test_no_bootstrap_means_no_interval_not_a_crash():
+    from medlab.stats import bootstrap_ci, mean_ci, paired_bootstrap
+
+    assert bootstrap_ci(lambda x: x.mean(), [1, 0, 1], n_boot=0) is None
+    assert mean_ci([1, 0, 1], n_boot=0) == {"mean": 2 / 3, "ci": None, "n": 3}
+    assert paired_bootstrap([1, 1, 0], [0, 1, 0], n_boot=0) == {"diff": 1 / 3, "ci": None, "p": None, "n": 3}

@@ -418,3 +418,22 @@ def test_messy_chat_model_answers_parse_or_are_counted(quiet_server, monkeypatch
     result = judge(chats, backend, CallCache(tmp_path / "c.sqlite"), Decoding(temperature=0.0), stats=stats)
     assert stats.refusals > 0  # the server refused some first attempts ...
     assert result.unparseable == 0 and all(s is not None for s in result.scores)  # ... the retries parsed
+
+
+def test_a_judge_that_mostly_cannot_be_read_stops_the_stage(tmp_path):
+    from medlab.llm.parsed import ask_parsed
+
+    backend = CountingBackend()
+    backend.params_key = "filter.judge.rubric.hf"
+    build = lambda k, attempt: [{"role": "user", "content": f"评分{k}-{attempt}"}]  # noqa: E731
+    lenient = ask_parsed(build, lambda text: None, 10, backend, CallCache(tmp_path / "c.sqlite"), Decoding(), "judge",
+                         max_attempts=2)
+    assert lenient.unparseable == 10 and lenient.values == [None] * 10
+    with pytest.raises(LLMError, match=r"judge: 10 of 10 answers could not be read after 2 attempts, more than "
+                                       r"filter\.judge\.rubric\.max_unparseable_fraction = 0\.1: .*答：评分0-1"):
+        ask_parsed(build, lambda text: None, 10, backend, CallCache(tmp_path / "c.sqlite"), Decoding(), "judge",
+                   max_attempts=2, max_unparseable_fraction=0.1)
+    parsed = ask_parsed(build, lambda text: None if text.endswith("-0") and "评分3" in text else 1, 10, backend,
+                        CallCache(tmp_path / "c.sqlite"), Decoding(), "judge", max_attempts=1,
+                        max_unparseable_fraction=0.1)
+    assert parsed.unparseable == 1  # 1 of 10 is within 0.1

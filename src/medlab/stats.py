@@ -19,10 +19,11 @@ from scipy.stats import binomtest
 
 def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
                  ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of ``statistic(*arrays)`` (resampling rows together)."""
+    """Percentile bootstrap interval of ``statistic(*arrays)`` (resampling rows together);
+    None without items or with ``n_boot`` 0 (params: "no CIs")."""
     arrays = [np.asarray(a) for a in arrays]
     n = len(arrays[0])
-    if n == 0:
+    if n == 0 or n_boot == 0:
         return None
     rng = np.random.default_rng(seed)
     values = []
@@ -45,11 +46,14 @@ def mean_ci(values, n_boot: int = 1000, seed: int = 0) -> dict:
 
 
 def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Difference of means a - b on the same items, its CI and a two-sided bootstrap p."""
+    """Difference of means a - b on the same items, its CI and a two-sided bootstrap p
+    (CI and p None with ``n_boot`` 0)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired columns must have the same length, got {a.shape} and {b.shape}")
     diff = a - b
+    if n_boot == 0:
+        return {"diff": float(diff.mean()), "ci": None, "p": None, "n": int(len(diff))}
     rng = np.random.default_rng(seed)
     means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n_boot)])
     observed = float(diff.mean())

@@ -50,10 +50,10 @@ def parse_rubric(text: str) -> dict[str, float] | None:
 
 
 def judge_rubric(items: Sequence[tuple[str, str, str]], backend: Backend, cache: CallCache, decoding: Decoding,
-                 max_attempts: int = 3, stats: CallStats | None = None) -> dict:
+                 max_attempts: int = 3, stats: CallStats | None = None, max_unparseable_fraction: float = 1.0) -> dict:
     """Score (question, reference, answer) triples; per-item scores (None = unparseable)."""
     asked = ask_parsed(lambda k, a: rubric_prompt(*items[k], attempt=a), parse_rubric, len(items), backend, cache,
-                       decoding, f"judge_rubric_v{PROMPT_VERSION}", max_attempts, stats)
+                       decoding, f"judge_rubric_v{PROMPT_VERSION}", max_attempts, stats, max_unparseable_fraction)
     return {"scores": asked.values, "unparseable": asked.unparseable, "attempts": asked.attempts}
 
 
@@ -89,7 +89,7 @@ def combine(verdict_ab: str | None, verdict_ba: str | None) -> str | None:
 
 
 def judge_pairwise(items: Sequence[tuple[str, str, str]], backend: Backend, cache: CallCache, decoding: Decoding,
-                   max_attempts: int = 3, stats: CallStats | None = None) -> dict:
+                   max_attempts: int = 3, stats: CallStats | None = None, max_unparseable_fraction: float = 1.0) -> dict:
     """Compare (question, answer_a, answer_b) in both orders; outcomes, win rate, first-position share."""
     n = len(items)
 
@@ -98,7 +98,7 @@ def judge_pairwise(items: Sequence[tuple[str, str, str]], backend: Backend, cach
         return pairwise_prompt(question, a, b, attempt) if k < n else pairwise_prompt(question, b, a, attempt)
 
     asked = ask_parsed(build, parse_verdict, 2 * n, backend, cache, decoding, f"judge_pairwise_v{PROMPT_VERSION}",
-                       max_attempts, stats)
+                       max_attempts, stats, max_unparseable_fraction)
     outcomes = [combine(asked.values[k], asked.values[k + n]) for k in range(n)]
     verdicts = [v for v in asked.values if v in ("1", "2")]
     decided = [o for o in outcomes if o is not None]

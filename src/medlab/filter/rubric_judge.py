@@ -56,7 +56,8 @@ class RubricResult:
 
 
 def judge(chats: list[list[dict[str, str]]], backend: Backend, cache: CallCache, decoding: Decoding,
-          max_attempts: int = 3, stats: CallStats | None = None) -> RubricResult:
+          max_attempts: int = 3, stats: CallStats | None = None,
+          max_unparseable_fraction: float = 1.0) -> RubricResult:
     asked = ask_parsed(lambda k, attempt: rubric_prompt(chats[k], attempt), parse_scores, len(chats), backend,
-                       cache, decoding, "rubric_judge", max_attempts, stats)
+                       cache, decoding, "rubric_judge", max_attempts, stats, max_unparseable_fraction)
     return RubricResult(scores=asked.values, attempts=asked.attempts, unparseable=asked.unparseable)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from medlab.formats import FormatError
@@ -68,10 +69,11 @@ def iter_cases(path: Path | str, fmt: str = "cmb_clin", encoding: str = "utf-8")
         yield _case(where, index, raw)
 
 
-def load_cases(path: Path | str, fmt: str = "cmb_clin", encoding: str = "utf-8") -> list[ClinCase]:
-    """Every case of the file; an id that appears twice is an error naming both lines."""
+def load_cases(path: Path | str, fmt: str = "cmb_clin", encoding: str = "utf-8",
+               limit: int | None = None) -> list[ClinCase]:
+    """Every case of the file (the first ``limit``); an id twice is an error naming both lines."""
     out, seen = [], {}
-    for case in iter_cases(path, fmt, encoding):
+    for case in islice(iter_cases(path, fmt, encoding), limit):
         if case.id in seen:
             raise FormatError(f"{case.where}: id {case.id!r} repeats the one at {seen[case.id]}")
         seen[case.id] = case.where

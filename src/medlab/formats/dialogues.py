@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from medlab.formats import FormatError
@@ -135,11 +136,11 @@ def iter_dialogues(path: Path | str, fmt: str, encoding: str = "utf-8") -> Itera
             "cmedqa2": _cmedqa2, "disc_med_sft": _disc_med_sft}[fmt](path, encoding)
 
 
-def load_dialogues(path: Path | str, fmt: str, encoding: str = "utf-8") -> list[Dialogue]:
-    """Every dialogue of the corpus; an id that appears twice is an error naming both records."""
+def load_dialogues(path: Path | str, fmt: str, encoding: str = "utf-8", limit: int | None = None) -> list[Dialogue]:
+    """Every dialogue of the corpus (the first ``limit``); an id twice is an error naming both records."""
     out: list[Dialogue] = []
     seen: dict[str, str] = {}
-    for dialogue in iter_dialogues(path, fmt, encoding):
+    for dialogue in islice(iter_dialogues(path, fmt, encoding), limit):
         if dialogue.id in seen:
             raise FormatError(f"{dialogue.where}: id {dialogue.id!r} repeats the one at {seen[dialogue.id]}")
         seen[dialogue.id] = dialogue.where

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 from medlab.formats import FormatError
@@ -124,11 +125,11 @@ def iter_instructions(path: Path | str, fmt: str, encoding: str = "utf-8") -> It
     return READERS[fmt](existing_file(path), encoding)
 
 
-def load_instructions(path: Path | str, fmt: str, encoding: str = "utf-8") -> list[Chat]:
-    """Every chat of the file; an id that appears twice is an error naming both lines."""
+def load_instructions(path: Path | str, fmt: str, encoding: str = "utf-8", limit: int | None = None) -> list[Chat]:
+    """Every chat of the file (the first ``limit``); an id twice is an error naming both lines."""
     out: list[Chat] = []
     seen: dict[str, str] = {}
-    for ident, where, messages in iter_instructions(path, fmt, encoding):
+    for ident, where, messages in islice(iter_instructions(path, fmt, encoding), limit):
         if ident in seen:
             raise FormatError(f"{where}: id {ident!r} repeats the one at {seen[ident]}")
         seen[ident] = where

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +146,12 @@ def iter_mcq(path: Path | str, fmt: str, source: str | None = None, encoding: st
     return READERS[fmt](path, source or path.stem, encoding)
 
 
-def load_mcq(path: Path | str, fmt: str, source: str | None = None, encoding: str = "utf-8") -> list[McqItem]:
-    """Every item of a multiple-choice file, with the checks that need the whole file:
-    no id twice (the file's own ids where it has them), MedMCQA's answer base."""
-    items = list(iter_mcq(path, fmt, source, encoding))
+def load_mcq(path: Path | str, fmt: str, source: str | None = None, encoding: str = "utf-8",
+             limit: int | None = None) -> list[McqItem]:
+    """Every item of a multiple-choice file (the first ``limit``: pre-flight), with the
+    checks that need the whole file: no id twice (the file's own ids where it has them),
+    MedMCQA's answer base."""
+    items = list(islice(iter_mcq(path, fmt, source, encoding), limit))
     seen: dict[str, str] = {}
     for item in items:
         key = str(item.meta.get("native_id") or "") if fmt != "medlab" else item.id

@@ -4,7 +4,6 @@ model loads (``python -m medlab.config`` and every stage's set-up validate param
 
 from __future__ import annotations
 
-from itertools import islice
 from pathlib import Path
 
 from medlab.formats import FormatError
@@ -12,25 +11,26 @@ from medlab.formats import FormatError
 PEEK_RECORDS = 50  # records read per file: enough to meet a wrong layout, cheap on a 1 GB file
 
 
-def _reader(kind: str):
+def _loader(kind: str):
     if kind == "mcq":
-        from medlab.formats.mcq import iter_mcq
-        return iter_mcq
+        from medlab.formats.mcq import load_mcq
+        return load_mcq
     if kind == "dialogue":
-        from medlab.formats.dialogues import iter_dialogues
-        return iter_dialogues
+        from medlab.formats.dialogues import load_dialogues
+        return load_dialogues
     if kind == "instructions":
-        from medlab.formats.instructions import iter_instructions
-        return iter_instructions
+        from medlab.formats.instructions import load_instructions
+        return load_instructions
     if kind == "cases":
-        from medlab.formats.cases import iter_cases
-        return iter_cases
+        from medlab.formats.cases import load_cases
+        return load_cases
     raise ValueError(f"unknown data kind {kind!r}")
 
 
 def peek(path: Path | str, kind: str, fmt: str, encoding: str = "utf-8", n: int = PEEK_RECORDS) -> int:
-    """How many of the first ``n`` records read cleanly (all of them, or FormatError)."""
-    return sum(1 for _ in islice(_reader(kind)(path, fmt, encoding=encoding), n))
+    """How many of the first ``n`` records read cleanly (all of them, or FormatError); the
+    loader's whole-file checks (ids twice, MedMCQA's answer base) run on those ``n``."""
+    return len(_loader(kind)(path, fmt, encoding=encoding, limit=n))
 
 
 def peek_problem(path: Path | str, kind: str, fmt: str, encoding: str = "utf-8") -> str | None:

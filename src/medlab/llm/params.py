@@ -43,3 +43,4 @@ class RubricJudgeParams(Section):
     openai: OpenAITeacherParams
     decoding: DecodingParams
     max_attempts: int = Field(ge=1)
+    max_unparseable_fraction: float = Field(ge=0.0, le=1.0)

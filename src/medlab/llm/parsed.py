@@ -5,7 +5,9 @@ for k in range(n), parses every answer with ``parse(text)`` (None = unparseable)
 asks the unparsed ones again with the next ``attempt`` number — the prompt builder is
 expected to say so, which also makes the retry a different request, so the call cache
 cannot replay the bad answer. After ``max_attempts`` an item stays None and is counted:
-a judge that cannot be read gets no score, never a default.
+a judge that cannot be read gets no score, never a default. More unparseable items than
+``max_unparseable_fraction`` stop the stage (a judge that mostly cannot be read is not
+grading; keeping everything it failed to grade would be a silent filter-off).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from medlab.llm.base import Backend, ChatRequest, Decoding
+from medlab.llm.base import Backend, ChatRequest, Decoding, LLMError
 from medlab.llm.cache import CallCache, CallStats, generate_cached
 
 
@@ -31,7 +33,7 @@ class Parsed:
 
 def ask_parsed(build: Callable[[int, int], list[dict[str, str]]], parse: Callable[[str], Any], n: int,
                backend: Backend, cache: CallCache, decoding: Decoding, task: str, max_attempts: int = 3,
-               stats: CallStats | None = None) -> Parsed:
+               stats: CallStats | None = None, max_unparseable_fraction: float = 1.0) -> Parsed:
     result = Parsed(values=[None] * n, attempts=[0] * n, texts=[""] * n)
     todo = list(range(n))
     for attempt in range(max_attempts):
@@ -50,6 +52,12 @@ def ask_parsed(build: Callable[[int, int], list[dict[str, str]]], parse: Callabl
                 result.values[k] = parsed
         todo = still
     result.unparseable = len(todo)
+    if todo and len(todo) > max_unparseable_fraction * n:
+        where = getattr(backend, "params_key", backend.name).rsplit(".", 1)[0]
+        examples = " | ".join(dict.fromkeys(" ".join(result.texts[k].split())[:80] for k in todo[:5]))
+        raise LLMError(f"{task}: {len(todo):,} of {n:,} answers could not be read after {max_attempts} attempts, "
+                       f"more than {where}.max_unparseable_fraction = {max_unparseable_fraction:g}: the judge "
+                       f"does not follow the format (answers: {examples}) -- every call is cached")
     return result
 
 
