@@ -208,7 +208,8 @@ def test_dataset_parts_select_by_method_domain_fault_and_take_chosen(tmp_path):
                           truth={"chosen_fault": "none", "rejected_fault": "factual"})
     write_jsonl(tmp_path / "pairs.jsonl", [pair])
     part = SimpleNamespace
-    none = {"methods": None, "exclude_methods": None, "domains": None, "faults": None, "take": None}
+    none = {"methods": None, "exclude_methods": None, "domains": None, "faults": None, "take": None,
+            "format": "medlab"}
     got = finetune_data.load_samples([part(**{**none, "files": ["kept.jsonl"], "methods": ["corpus_to_instruction"]})],
                                      tmp_path, "d")
     assert len(got) == 4
@@ -222,6 +223,39 @@ def test_dataset_parts_select_by_method_domain_fault_and_take_chosen(tmp_path):
         finetune_data.load_samples([part(**{**none, "files": ["real.jsonl"], "faults": ["stigma"]})], tmp_path, "d")
     with pytest.raises(RecordError, match="finetune.datasets.d: no sample matches"):
         finetune_data.load_samples([part(**{**none, "files": ["kept.jsonl"], "domains": ["general"]})], tmp_path, "d")
+
+
+def test_public_sft_sets_are_datasets_as_they_are_next_to_generated_data(root, tmp_path):
+    """DISC-Med-SFT + HuatuoGPT-II as the general-medicine stage of general-to-specific,
+    validated at pre-flight, read as samples of the domain the part names."""
+    doc = _params_doc(root)
+    doc["finetune"]["datasets"]["public_general"] = [
+        {"files": ["samples/dialogues/disc_med_sft.jsonl"], "format": "disc_med_sft", "domain": "general_medicine"},
+        {"files": ["samples/general/huatuo_sft.jsonl"], "format": "huatuo_sft", "domain": "general_medicine"},
+        {"files": ["data/filter/general.jsonl"]}]
+    doc["finetune"]["recipes"]["public_to_specific"] = [
+        {"name": "general", "kind": "sft", "data": ["public_general"]},
+        {"name": "anesthesia", "kind": "sft", "data": ["anesthesia"]}]
+    params = validate_params(doc, root=root).finetune
+    write_jsonl(tmp_path / "data/filter/general.jsonl", samples("general", 3))
+    for name in ("samples/dialogues/disc_med_sft.jsonl", "samples/general/huatuo_sft.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((root / name).read_bytes())
+    got = finetune_data.load_samples(params.datasets["public_general"], tmp_path, "public_general")
+    public = [s for s in got if s.provenance["method"] == "external"]
+    assert len(public) == len(got) - 3 >= 12 and {s.domain for s in public} == {"general_medicine"}
+    assert {s.source for s in public} == {"disc_med_sft", "huatuo_sft"} and all(s.truth is None for s in public)
+    assert "huatuo_sft-h-0002" in {s.id for s in public}
+    assert Path("samples/general/huatuo_sft.jsonl") in finetune_data.data_files(params, "public_to_specific")
+    doc["finetune"]["datasets"]["public_general"][0] = {"files": ["samples/general/huatuo_sft.jsonl"],
+                                                       "format": "disc_med_sft", "faults": ["stigma"]}
+    with pytest.raises(ConfigError) as err:
+        validate_params(doc, root=root)
+    lines = str(err.value).splitlines()
+    assert any("finetune.datasets.public_general.0.domain: required for a disc_med_sft file" in x for x in lines)
+    assert any("finetune.datasets.public_general.0.faults: selects among generated records" in x for x in lines)
+    assert any("finetune.datasets.public_general.0.files.0: " in x and "huatuo_sft.jsonl:1: conversation: missing"
+               in x for x in lines)
 
 
 # ------------------------------------------------------------------ config

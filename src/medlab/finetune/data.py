@@ -6,6 +6,11 @@ the embedded world, the simulator's ground-truth ``faults``). ``take: chosen`` t
 filter's preference pairs into SFT samples (prompt + chosen answer). A ``faults`` selector
 on a file without any ground truth is an error, not a silent empty set (records without
 it, such as loaded general chats, simply match no fault).
+
+A part with ``format`` other than ``medlab`` reads a public SFT set as it is (DISC-Med-SFT,
+HuatuoGPT-II, ShareGPT, alpaca, MOSS: ``medlab.formats.instructions``), every chat a
+sample of the part's ``domain`` with no ground truth (method ``external``, source = the
+file's stem) -- the way a researcher fine-tunes on DISC-Med-SFT + HuatuoGPT-II first.
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ def load_samples(parts, root: Path, dataset: str) -> list[Sample]:
         where = f"finetune.datasets.{dataset}[{k}]"
         for name in part.files:
             path = root / name
-            if part.take == "chosen":
+            if part.format != "medlab":
+                for sample in external_samples(path, part.format, part.domain, part.encoding, name):
+                    out.setdefault(sample.id, sample)
+            elif part.take == "chosen":
                 for pair in iter_jsonl(path, PreferencePair):
                     sample_id = pair.provenance.get("chosen_id", pair.id)
                     sample = Sample(id=sample_id, source=pair.source,
@@ -63,6 +71,16 @@ def load_samples(parts, root: Path, dataset: str) -> list[Sample]:
         raise RecordError(f"finetune.datasets.{dataset}: no sample matches (files "
                           f"{[f for p in parts for f in p.files]}); check its selectors")
     return list(out.values())
+
+
+def external_samples(path: Path, fmt: str, domain: str, encoding: str, name: str) -> list[Sample]:
+    """A public SFT file's chats as samples (ids ``<stem>-<its own id>``, no ground truth)."""
+    from medlab.formats.instructions import load_instructions
+
+    return [Sample(id=f"{path.stem}-{ident}", source=path.stem, domain=domain, messages=messages, truth=None,
+                   provenance={"method": "external", "format": fmt, "source_id": f"{name}#{ident}",
+                               "where": where.rsplit("/", 1)[-1]})
+            for ident, where, messages in load_instructions(path, fmt, encoding)]
 
 
 def load_pairs(parts, root: Path, dataset: str) -> list[PreferencePair]:

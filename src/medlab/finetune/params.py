@@ -9,7 +9,13 @@ from typing import Literal
 
 from pydantic import Field
 
+from medlab.formats.params import Encoding, data_file_problems
 from medlab.section import Section
+
+
+# how a dataset part's files are read: our Sample JSONL (the generate/filter stages'
+# output) or a public SFT layout read as it is (medlab.formats.instructions)
+PartFormat = Literal["medlab", "alpaca", "moss", "sharegpt", "huatuo_sft", "disc_med_sft"]
 
 
 class DataPart(Section):
@@ -19,6 +25,24 @@ class DataPart(Section):
     domains: list[str] | None = None
     faults: list[str] | None = None
     take: Literal["chosen"] | None = None
+    format: PartFormat = "medlab"
+    domain: Literal["general_medicine", "anesthesia", "general"] | None = None
+    encoding: Encoding = "utf-8"
+
+    def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        if self.format == "medlab":
+            return [(("domain",), "only for files in a public format (the records carry their own)")] \
+                if self.domain is not None else []
+        out: list[tuple[tuple, str]] = []
+        if self.domain is None:
+            out.append((("domain",), f"required for a {self.format} file: general_medicine | anesthesia | general"))
+        for key in ("methods", "exclude_methods", "faults", "take"):
+            if getattr(self, key) is not None:
+                out.append(((key,), f"selects among generated records; a {self.format} file has none"))
+        for k, name in enumerate(self.files):
+            out += [(("files", k), why) for _, why in data_file_problems(name, "instructions", self.format,
+                                                                          self.encoding, root)]
+        return out
 
 
 class RecipeStage(Section):
@@ -87,7 +111,8 @@ class FinetuneParams(Section):
     launcher: LauncherParams
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
-        out: list[tuple[tuple, str]] = []
+        out: list[tuple[tuple, str]] = [(("datasets", name, k, *loc), why) for name, parts in self.datasets.items()
+                                        for k, part in enumerate(parts) for loc, why in part.problems(root)]
         for recipe, stages in self.recipes.items():
             if not re.fullmatch(r"[a-z0-9_]+", recipe):
                 out.append((("recipes", recipe), "recipe names are lower-case letters, digits and _"))

@@ -47,6 +47,9 @@ class InstructionFile(Section):
     path: str
     format: Literal["alpaca", "moss", "sharegpt", "huatuo_sft", "disc_med_sft"]
     encoding: Encoding = "utf-8"
+    # which data set the chats join (and so which of the filter's outputs): general chats by
+    # default; a medical SFT set such as DISC-Med-SFT is general_medicine
+    domain: Literal["general", "general_medicine", "anesthesia"] = "general"
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         return data_file_problems(self.path, "instructions", self.format, self.encoding, root)
