@@ -12,7 +12,6 @@ from pydantic import Field
 from medlab.formats.params import Encoding, data_file_problems
 from medlab.section import Section
 
-
 # how a dataset part's files are read: our Sample JSONL (the generate/filter stages'
 # output) or a public SFT layout read as it is (medlab.formats.instructions)
 PartFormat = Literal["medlab", "alpaca", "moss", "sharegpt", "huatuo_sft", "disc_med_sft"]
