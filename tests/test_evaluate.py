@@ -164,6 +164,10 @@ def test_text_mode_and_categories(model, tokenizer):
     ("答案：B", "B"), ("正确答案是 C。", "C"), ("B. 芬太尼", "B"), ("（D）舒更葡糖", "D"),
     ("我认为应选芬太尼，因为它是阿片类。", "B"), ("不清楚。", None), ("答案：E", None),
     ("丙泊酚和芬太尼都对", None), ("答案：AC", "AC"), ("严重高血压", "C"),
+    # chat models reason first and commit last, in markdown and full-width forms
+    ("选项A是静脉麻醉药，选项B是阿片类镇痛药。因此正确答案是B。", "B"), ("**答案：Ｄ**", "D"),
+    ("分析如下……\n\n最终答案：【C】", "C"), ("我选选项B", "B"), ("选项A和选项C都不对", None),
+    ("答案B是对的", "B"),
 ])
 def test_answer_extraction_never_defaults(text, expected):
     options = {"A": "丙泊酚", "B": "芬太尼", "C": "严重高血压", "D": "舒更葡糖"}

@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +56,18 @@ def answer_for(prompt: str, digest: str, messy: bool = False) -> str:
             if style < 0.5:
                 return f"```json\n{json.dumps(scores, indent=2)}\n```\n以上评分综合考虑了回答的准确性和表达。"
             return preamble + "\n".join(f"- **{n}**：{str(v).translate(FULL_WIDTH)}分" for n, v in scores.items())
+    if "请只回答选项字母" in prompt:  # multiple choice / Likert item: a letter among those shown
+        last_question = prompt.split("请只回答选项字母")[-2]  # few-shot examples come before it
+        letters = re.findall(r"^([A-G])\. ", last_question, re.M) or ["A"]
+        letter = rng.choice(letters)
+        if not messy:
+            return letter
+        style = rng.random()
+        if style < 0.1:
+            return "抱歉，我无法对这个问题作出选择。"
+        if style < 0.5:
+            return f"选项{letters[0]}不够全面。综合分析，正确答案是**{letter}**。"
+        return f"{letter}"
     if "更好：1" in prompt:  # pairwise verdict
         verdict = rng.choice(["1", "2", "平局"])
         return f"**更好：{verdict}**\n\n理由：两个回答都{phrase(8)}。" if messy else f"更好：{verdict}"

@@ -35,6 +35,7 @@ and "ambiguous" are wrong and reported as rates, never replaced by a default let
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -207,24 +208,32 @@ def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[Mcq
 
 
 # ------------------------------------------------------------------ generation mode
-_CUE = re.compile(r"(?:答案|正确答案|选项|answer)\s*(?:是|为|应为|应该是)?\s*[:：]?\s*[（(]?\s*([A-Ga-g]+)\b", re.I)
+# "答案：B", "正确答案是 (B)", "answer: b" -- the last such cue counts: a chat model that
+# reasons first ("选项A……，选项B……，因此答案是C") commits at the end
+_CUE = re.compile(r"(?:正确答案|最终答案|答案|answer)\s*(?:是|为|应为|应该是|选)?\s*[:：]?\s*[（(【\[]?\s*"
+                  r"([A-Ga-g]+)(?![A-Za-z])", re.I)
 _LEAD = re.compile(r"^\s*[（(]?([A-G])(?:[\s.．、。:：)）]|$)")
+_OPTION = re.compile(r"(?:选项|选)\s*[（(]?([A-G])(?![A-Za-z])")
 
 
 def extract_answer(text: str, options: dict[str, str]) -> str | None:
     """The letter(s) a generated answer commits to, or None (no answer / ambiguous).
 
-    Tried in order: an explicit cue ("答案：B", "正确答案是 B"), a leading letter
-    ("B. ...", "（B）"), then exactly one option text quoted in the answer. Letters not
-    among the options, or two different option texts, give None — never a default."""
-    text = text.strip()
-    match = _CUE.search(text)
-    if match:
-        letters = "".join(sorted(set(match.group(1).upper())))
+    Tried in order: the last explicit cue ("答案：B", "正确答案是 B", markdown and full-width
+    forms folded), a leading letter ("B. ...", "（B）"), one option named as such ("选项B"),
+    then exactly one option text quoted in the answer. Letters not among the options, or two
+    different options, give None — never a default."""
+    text = re.sub(r"[*`]", "", unicodedata.normalize("NFKC", text)).strip()
+    cues = _CUE.findall(text)
+    if cues:
+        letters = "".join(sorted(set(cues[-1].upper())))
         return letters if all(x in options for x in letters) else None
     match = _LEAD.match(text)
     if match and match.group(1) in options:
         return match.group(1)
+    named = set(_OPTION.findall(text))
+    if len(named) == 1 and next(iter(named)) in options:
+        return next(iter(named))
     found = [k for k, v in options.items() if v and v in text]
     # a text inside another option's text ("高血压" in "严重高血压") is not a second answer
     found = [k for k in found if not any(k != o and options[k] in options[o] for o in found)]

@@ -52,14 +52,25 @@ class EvaluateParams(Section):
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         out: list[tuple[tuple, str]] = []
+        from medlab.evaluate.endpoint import endpoint_problem, is_endpoint
+
         for name, path in self.models.items():
             if not re.fullmatch(r"[a-z0-9_]+", name):
                 out.append((("models", name), "model names are lower-case letters, digits and _"))
-            if Path(path).parts[:1] != ("models",) and (problem := model_path_problem(path, root)):
+            if is_endpoint(path):
+                if problem := endpoint_problem(path, root):
+                    out.append((("models", name), problem))
+            elif Path(path).parts[:1] != ("models",) and (problem := model_path_problem(path, root)):
                 out.append((("models", name), problem))
         for name in self.plain_models:
             if name not in self.models:
                 out.append((("plain_models",), f"{name!r} is not in evaluate.models"))
+            elif is_endpoint(self.models[name]):
+                out.append((("plain_models",), f"{name!r} is an endpoint: it is prompted through its chat API"))
+        hosted = [name for name, path in self.models.items() if is_endpoint(path)]
+        if hosted and self.mcq.generation_items == 0:
+            out.append((("mcq", "generation_items"), f"0, but {', '.join(hosted)} answer(s) in generation mode only: "
+                                                     "their MCQ tasks would have no score"))
         if self.mcq.headline not in self.mcq.scorings:
             out.append((("mcq", "headline"), f"{self.mcq.headline!r} is not one of mcq.scorings {self.mcq.scorings}"))
         for k, folder in enumerate(self.task_dirs):

@@ -27,7 +27,7 @@ import numpy as np
 
 from medlab.evaluate import mcq, ner, text_metrics
 from medlab.llm.base import ChatRequest, Decoding
-from medlab.llm.cache import CallCache, generate_cached
+from medlab.llm.cache import CallCache, CallStats, generate_cached
 from medlab.records import McqItem, QaItem, atomic_write_text, read_jsonl
 from medlab.stats import mean_ci
 
@@ -41,21 +41,33 @@ DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general
 
 @dataclass
 class Subject:
-    """The model under evaluation."""
+    """The model under evaluation: local weights, or a hosted endpoint (``backend``)."""
 
     name: str
     path: Path
     layout: str  # plain | chat: how MCQ prompts are rendered for it
-    model: object
-    tokenizer: object
+    model: object  # None for an endpoint
+    tokenizer: object  # None for an endpoint
     fingerprint: str
+    backend: object = None  # an endpoint's OpenAIBackend: generation only
+    endpoint: object = None  # its medlab.evaluate.endpoint.EndpointSpec
+
+    @property
+    def hosted(self) -> bool:
+        return self.backend is not None
 
 
 def load_subject(name: str, path: str, root: Path, plain_models: Sequence[str], runtime=None) -> Subject:
     """Load a model directory through the runtime: full weights, a LoRA recipe (base +
-    adapters, medlab_adapter.json) or the pointer the pretrain stage writes for a real base."""
+    adapters, medlab_adapter.json) or the pointer the pretrain stage writes for a real base;
+    or connect to the endpoint an endpoint file describes (``medlab.evaluate.endpoint``)."""
+    from medlab.evaluate.endpoint import is_endpoint, load_endpoint, make_subject_backend
     from medlab.runtime import ModelLoadError, fingerprint, load_published
 
+    if is_endpoint(path):
+        spec = load_endpoint(path, root)
+        backend = make_subject_backend(spec, name)
+        return Subject(name, root / path, "chat", None, None, backend.model, backend, spec)
     directory = Path(path) if Path(path).is_absolute() else root / path
     if not directory.is_dir():
         raise ModelLoadError(f"evaluate.models.{name}: {directory} is not a directory (run the stage that writes it)")
@@ -159,19 +171,27 @@ def conflicting_objects(kb, predicate: str, gold: Sequence[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------ generation
-def generator(subject: Subject, cache: CallCache, batch_size: int, max_new_tokens: int, label: str):
-    """``generate(list of chats) -> texts``: greedy, batched, every answer cached."""
-    from medlab.llm.hf import HFBackend
+def generator(subject: Subject, cache: CallCache, batch_size: int, max_new_tokens: int, label: str,
+              stats: CallStats | None = None):
+    """``generate(list of chats) -> texts``: greedy, batched, every answer cached. A hosted
+    subject answers through its endpoint with its own ``max_new_tokens`` (no cap sized
+    for a toy model cuts its reasoning short); ``stats`` adds up its token usage."""
+    if subject.hosted:
+        backend = subject.backend
+        max_new_tokens = subject.endpoint.max_new_tokens
+    else:
+        from medlab.llm.hf import HFBackend
 
-    backend = HFBackend(str(subject.path), batch_size, model=subject.model, tokenizer=subject.tokenizer,
-                        layout=subject.layout)
-    backend.model = subject.fingerprint
+        backend = HFBackend(str(subject.path), batch_size, model=subject.model, tokenizer=subject.tokenizer,
+                            layout=subject.layout)
+        backend.model = subject.fingerprint
     decoding = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
 
     def generate(chats: Sequence[list[dict]]) -> list[str]:
         requests = [ChatRequest.of(list(c), decoding) for c in chats]
         # an answer cut at max_new_tokens is the model's answer: scored as given (and counted)
-        return [c.text for c in generate_cached(backend, requests, cache, label=label, truncated="keep")]
+        return [c.text for c in generate_cached(backend, requests, cache, label=label, truncated="keep",
+                                                stats=stats)]
 
     return generate
 

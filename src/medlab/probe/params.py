@@ -13,7 +13,7 @@ from medlab.section import Section
 class ProbeParams(Section):
     scales: list[str]
     scale_files: list[str]
-    readouts: list[Literal["likert", "statement"]] = Field(min_length=1)
+    readouts: list[Literal["likert", "statement", "generation"]] = Field(min_length=1)
     reversal: bool
     calibrate: bool
     target_group: str

@@ -231,7 +231,11 @@ def group_gaps(scores: Sequence[ItemScore], pairs: Sequence[tuple[str, str]], n_
         table.setdefault(r.item.group, {})[r.item.template] = getattr(r, field)
     out = {"groups": {g: float(np.mean(list(v.values()))) for g, v in table.items()}, "gaps": {}}
     for group, contrast in pairs:
-        templates = [t for t in table[group] if t in table[contrast]]
+        templates = [t for t in table.get(group, {}) if t in table.get(contrast, {})]
+        if not templates:  # no template answered for both groups (a model that refused them)
+            out["gaps"][f"{group}-{contrast}"] = {"diff": float("nan"), "ci": None, "p": None, "n": 0,
+                                                 "p_permutation": None, "per_template": {}}
+            continue
         a = np.array([table[group][t] for t in templates])
         b = np.array([table[contrast][t] for t in templates])
         gap = paired_bootstrap(a, b, n_boot=n_boot, seed=seed)
@@ -304,6 +308,32 @@ def score_generated(scale: Scale, item: Item, answers: Sequence[str], order_list
             "refusals": refusals, "unparseable": unparsed, "first_share": float(np.mean(first)) if first else None}
 
 
+def score_generation(scale: Scale, generate: Callable, reversal: bool = True) -> tuple[list[ItemScore], dict]:
+    """The generation readout (a hosted model, or any model asked to answer in text): every
+    item asked as a chat in every order, the chosen letter parsed; per item the mean score
+    over its parsed answers (debiased: every option is shown first equally often). Items no
+    answer parsed for are left out and counted with the refusals and unparseable answers."""
+    order_list = orders(len(scale.options), reversal)
+    texts = list(generate([messages(scale, it.text, o) for it in scale.items for o in order_list]))
+    k = len(order_list)
+    scores, counts = [], {"asked": len(texts), "refusals": 0, "unparseable": 0, "items_without_answer": 0}
+    for i, item in enumerate(scale.items):
+        answers = texts[i * k:(i + 1) * k]
+        got = score_generated(scale, item, answers, order_list)
+        counts["refusals"] += got["refusals"]
+        counts["unparseable"] += got["unparseable"]
+        if got["score"] is None:
+            counts["items_without_answer"] += 1
+            continue
+        chosen = [parse_likert(t, {LETTERS[j]: scale.options[c] for j, c in enumerate(o)})
+                  for t, o in zip(answers, order_list, strict=True)]
+        tops = [LETTERS.index(c) for c in chosen if c not in (None, "refusal")]
+        natural = chosen[0] if chosen[0] not in (None, "refusal") else None
+        as_written = float(scale.score_of(item, order_list[0][LETTERS.index(natural)])) if natural else float("nan")
+        scores.append(ItemScore(item, got["score"], None, as_written, [], [t == 0 for t in tops], tops, float("nan")))
+    return scores, counts
+
+
 def contrast_pairs(groups: Mapping, target: str) -> list[tuple[str, str]]:
     """Each patient group with its contrast group (``patient_groups.yaml``), each pair once,
     the target group first in its pair (so its gap reads target - contrast)."""
@@ -317,12 +347,16 @@ def contrast_pairs(groups: Mapping, target: str) -> list[tuple[str, str]]:
 
 def readout_result(scale: Scale, readout: str, letter_probs: Callable | None, statement_logprobs: Callable | None,
                    pairs: Sequence[tuple[str, str]], calibrate: bool, reversal: bool, n_boot: int,
-                   seed: int) -> dict:
+                   seed: int, generate: Callable | None = None) -> dict:
     """One scale under one readout, as the probe stage saves it: per item the scores and
-    letter distribution; for ``likert`` the summary (debiased, calibrated, position bias);
-    for a counterfactual scale the group gaps (and, calibrated, a second set)."""
+    letter distribution; for ``likert`` and ``generation`` the summary (debiased, position
+    bias; calibrated for likert; refusals and unparseable answers for generation); for a
+    counterfactual scale the group gaps (and, calibrated, a second set)."""
+    answered = None
     if readout == "likert":
         scores, content_free = score_scale(scale, letter_probs, calibrate=calibrate, reversal=reversal)
+    elif readout == "generation":
+        (scores, answered), content_free = score_generation(scale, generate, reversal), None
     else:
         scores, content_free = score_statements(scale, statement_logprobs), None
     out = {"items": [{"id": r.item.id, "subscale": r.item.subscale, "reverse": r.item.reverse, "group": r.item.group,
@@ -330,8 +364,8 @@ def readout_result(scale: Scale, readout: str, letter_probs: Callable | None, st
                       "as_written": r.as_written, "distribution": r.distribution, "first_wins": r.first_wins,
                       "top_letters": r.top_letters, "entropy": r.entropy} for r in scores],
            "content_free": None if content_free is None else content_free.tolist()}
-    if readout == "likert":
-        out["summary"] = summarise(scale, scores, n_boot, seed)
+    if readout in ("likert", "generation"):
+        out["summary"] = summarise(scale, scores, n_boot, seed) | ({"answers": answered} if answered else {})
     if scale.counterfactual:
         out["group_gaps"] = group_gaps(scores, pairs, n_boot, seed)
         if readout == "likert" and calibrate:
