@@ -377,6 +377,9 @@ def test_metric_table_marks_what_a_model_lacks():
     assert rows[0]["NER F1"] is None and rows[1]["NER F1"] == {"value": 0.1, "ci": [0.0, 0.2]}
     text = markdown_table(rows)
     assert "| m1 | 0.600 [0.500, 0.700] | – |" in text and "general MCQ" not in text  # nobody has it
+    metrics["api"] = {"anesthesia_mcq": {"acc": 0.7, "acc_ci": [0.6, 0.8], "scoring": "generation"}}
+    text = markdown_table(metric_table(metrics))  # a hosted model's headline says how it was scored
+    assert "| MCQ scoring |" in text and "| api | generation | 0.700 [0.600, 0.800] | – |" in text
 
 
 # ------------------------------------------------------------------ one model's tasks
@@ -415,10 +418,36 @@ def test_mcq_task_items_split_dev_and_test_and_know_their_domain(tmp_path, root)
     names = ["anesthesia_mcq", "general_mcq", "anesthesia_rc", "anesthesia_qa", "kb_ner"]
     assert [t.name for t in resolve(names, [], root)] == names
     # the example task files of the public formats (samples/tasks) validate and read their files
-    examples = ["cmb_exam", "cmexam", "medqa_mcmle", "medmcqa", "ceval_medicine"]
+    examples = ["cmb_exam", "cmexam", "medqa_mcmle", "medmcqa", "ceval_medicine", "cmmlu_medicine"]
     for task in resolve(examples, ["samples/tasks"], root):
         test, _, domain, _ = mcq_items(task, root)
         assert test and all(i.source == task.name for i in test) and domain in ("general_medicine", "anesthesia")
+
+
+def test_cmb_clin_cases_are_one_conversation_each_and_compare_by_rouge(root):
+    from medlab.evaluate.compare import compare_task
+    from medlab.evaluate.run import clin_items, clin_task
+    from medlab.evaluate.tasks import resolve
+
+    (task,) = resolve(["cmb_clin"], ["samples/tasks"], root)
+    cases = clin_items(task, root)
+    seen = []
+
+    def generate(chats):
+        seen.append([len(c) for c in chats])
+        for chat in chats:  # every earlier answer is carried, the description opens the case
+            assert [m["role"] for m in chat] == ["user", "assistant"] * (len(chat) // 2) + ["user"]
+            assert chat[0]["content"].startswith(("现病史", "主诉"))
+        return [f"第{len(c) // 2 + 1}问：" + c[-1]["content"][-12:] for c in chats]
+
+    result = clin_task(generate, cases, n_boot=100, seed=0)
+    assert seen == [[1, 1, 1], [3, 3, 3], [5]]  # turn by turn, in one batch per turn
+    assert result["summary"]["n"] == sum(len(c.qa) for c in cases) == 7 and result["summary"]["cases"] == 3
+    assert set(result["outcomes"]) == {f"{c.id}/{k + 1}" for c in cases for k in range(len(c.qa))}
+    assert result["answers"][0]["case"] == cases[0].description
+    other = {k: {"grounded": None, "rouge_l_char": 0.0} for k in result["outcomes"]}
+    paired = compare_task("cmb_clin", result["outcomes"], other, n_boot=200)
+    assert paired["metric"] == "rouge_l_char" and paired["mean_b"] == 0.0 and paired["n"] == 7
 
 
 def test_qa_and_ner_tasks_score_scripted_answers():

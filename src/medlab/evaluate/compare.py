@@ -26,9 +26,10 @@ from medlab.evaluate.ner import micro_f1_of_counts
 from medlab.stats import mcnemar, paired_bootstrap
 
 
-def task_kind(task: str) -> str:
-    """mcq | qa | ner, from an outcomes key."""
-    if task.endswith("_qa"):
+def task_kind(task: str, outcome=None) -> str:
+    """mcq | qa | ner, from an outcomes key (and one outcome: a dict is a graded answer,
+    as QA and CMB-Clin tasks write them)."""
+    if isinstance(outcome, Mapping) or task.endswith("_qa"):
         return "qa"
     if task.endswith("ner") or task.startswith("ner"):
         return "ner"
@@ -58,7 +59,7 @@ def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: in
     ids = _common(a, b)
     if not ids:
         raise ValueError(f"{task}: the two models share no items")
-    kind = task_kind(task)
+    kind = task_kind(task, a[ids[0]])
     if kind == "mcq":  # outcome = [correct as written, correct under every rotation]
         x = np.array([a[i][0] for i in ids], dtype=float)
         y = np.array([b[i][0] for i in ids], dtype=float)
@@ -66,6 +67,13 @@ def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: in
         out["mcnemar"] = mcnemar(x, y)
         out["metric"] = "acc"
         out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
+        return out
+    if kind == "qa" and not any(a[i]["grounded"] is not None for i in ids):  # no gold entities (CMB-Clin)
+        rx = np.array([a[i]["rouge_l_char"] for i in ids])
+        ry = np.array([b[i]["rouge_l_char"] for i in ids])
+        out = paired_bootstrap(rx, ry, n_boot=n_boot, seed=seed)
+        out["metric"] = "rouge_l_char"
+        out["mean_a"], out["mean_b"] = float(rx.mean()), float(ry.mean())
         return out
     if kind == "qa":
         graded = [i for i in ids if a[i]["grounded"] is not None and b[i]["grounded"] is not None]
@@ -123,6 +131,9 @@ def compare_models(outcomes: Mapping[str, Mapping[str, Mapping]], pairs: Sequenc
 
 # ------------------------------------------------------------------------ the table
 COLUMNS = {  # column name -> (path in the metrics file, CI path or None)
+    # how the MCQ columns were scored: the headline log-likelihood scoring, or generation
+    # for a hosted model (an endpoint answers in text only)
+    "MCQ scoring": (("anesthesia_mcq", "scoring"), None),
     "anesthesia MCQ": (("anesthesia_mcq", "acc"), ("anesthesia_mcq", "acc_ci")),
     "anesthesia MCQ, options shown, rotation-consistent": (
         ("anesthesia_mcq", "scorings", "option_text", "acc_rotation"),

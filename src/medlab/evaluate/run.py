@@ -132,6 +132,14 @@ def mcq_items(task, root: Path) -> tuple[list[McqItem], list[McqItem], str, int]
     return test, dev, domain, skipped
 
 
+def clin_items(task, root: Path, limit: int = 0) -> list:
+    """A CMB-Clin task's cases (the first ``limit``; 0 = all)."""
+    from medlab.formats.cases import load_cases
+
+    cases = load_cases(root / task.spec.data, task.spec.format, task.spec.encoding)
+    return cases[:limit] if limit else cases
+
+
 def qa_items(task, root: Path, limit: int = 0) -> list[QaItem]:
     """A QA task's non-dev items (the first ``limit``; 0 = all)."""
     items = [q for q in read_jsonl(root / task.spec.data, QaItem) if q.split != "dev"]
@@ -221,6 +229,38 @@ def mcq_generation_task(generate, items: Sequence[McqItem], shots: Sequence[McqI
     summary = mcq.summarise(results, chance_of(items), n_boot=n_boot, seed=seed)
     return {"summary": summary, "outcomes": mcq.item_outcomes(results),
             "answers": {r.item.id: r.extracted[0] for r in results}}
+
+
+def clin_task(generate, cases: Sequence, n_boot: int, seed: int) -> dict:
+    """CMB-Clin: each case's questions asked in order in one conversation (the case
+    description opens it; every earlier answer is carried), each answer scored against its
+    reference by ROUGE-L (characters, jieba words) and BLEU (sacrebleu zh). Turn k of every
+    case is generated in one batch."""
+    chats = [[] for _ in cases]
+    answers: dict[str, dict] = {}
+    for turn in range(max(len(c.qa) for c in cases)):
+        asking = [k for k, c in enumerate(cases) if turn < len(c.qa)]
+        for k in asking:
+            question = cases[k].qa[turn][0]
+            opening = f"{cases[k].description}\n\n" if turn == 0 else ""
+            chats[k].append({"role": "user", "content": opening + question})
+        for k, text in zip(asking, generate([list(chats[k]) for k in asking]), strict=True):
+            chats[k].append({"role": "assistant", "content": text})
+            question, reference = cases[k].qa[turn]
+            answers[f"{cases[k].id}/{turn + 1}"] = {"id": f"{cases[k].id}/{turn + 1}", "question": question,
+                                                   "reference": reference, "answer": text,
+                                                   "case": cases[k].description}
+    rows = list(answers.values())
+    per_item = {r["id"]: {"grounded": None, "rouge_l_char": text_metrics.rouge_l(r["answer"], r["reference"], "char")}
+                for r in rows}
+    rouge = mean_ci([v["rouge_l_char"] for v in per_item.values()], n_boot=n_boot, seed=seed)
+    summary = {"n": len(rows), "cases": len(cases), "bleu": text_metrics.bleu([r["answer"] for r in rows],
+                                                                               [r["reference"] for r in rows]),
+               "rouge_l_char": rouge["mean"], "rouge_l_char_ci": rouge["ci"],
+               "rouge_l_word": float(np.mean([text_metrics.rouge_l(r["answer"], r["reference"], "word")
+                                              for r in rows])),
+               "mean_answer_chars": float(np.mean([len(r["answer"]) for r in rows]))}
+    return {"summary": summary, "outcomes": per_item, "answers": rows}
 
 
 def qa_task(generate, items: Sequence[QaItem], kb, n_boot: int, seed: int) -> dict:

@@ -8,7 +8,7 @@ a hospital's private exam -- is one file::
 
     # external/tasks/cmb_exam.yaml
     description: CMB-Exam validation split, physician track
-    kind: mcq                 # mcq | qa | ner
+    kind: mcq                 # mcq | qa | ner | clin (CMB-Clin cases)
     data: external/cmb/val.json
     format: cmb_exam          # a medlab.formats.mcq reader (mcq), medlab (qa), cmeee | promptcblue | kb_sentences (ner)
     encoding: utf-8           # optional: utf-8 (default, BOM or not) | gb18030 | utf-16
@@ -40,6 +40,7 @@ PROMPTS = {
     "mcq": ("mcq_zh",),  # 以下是{domain}单项选择题 ... 答案：  (medlab.evaluate.mcq)
     "qa": ("qa_chat",),  # the question alone as the user's turn
     "ner": ("ner_zh",),  # the extraction instruction of medlab.evaluate.ner.PROMPT
+    "clin": ("clin_chat",),  # the case description, then each question as the next user turn
 }
 FORMATS = {
     "mcq": get_args(McqFormat),
@@ -47,6 +48,7 @@ FORMATS = {
     # kb_sentences: the QA file's reference answers and the held-out corpus paragraphs'
     # sentences, annotated against the knowledge base; cmeee / promptcblue: their files
     "ner": ("kb_sentences", "cmeee", "promptcblue"),
+    "clin": ("cmb_clin",),  # medlab.formats.cases: a case and its chain of questions
 }
 
 
@@ -54,7 +56,7 @@ class TaskSpec(Section):
     """One task file's keys."""
 
     description: str = Field(min_length=1)
-    kind: Literal["mcq", "qa", "ner"]
+    kind: Literal["mcq", "qa", "ner", "clin"]
     data: str  # path relative to the repository root
     format: str
     domain: Literal["anesthesia", "general_medicine", "auto"]
@@ -72,9 +74,9 @@ class TaskSpec(Section):
         produced = Path(self.data).parts[:1] == ("data",)  # written by a stage before evaluate
         if produced:
             return out
-        if self.kind == "mcq" and not out:  # open it and read its first items: format, encoding
-            out += [(("data",), why) for _, why in data_file_problems(self.data, "mcq", self.format,
-                                                                      self.encoding, root)]
+        if self.kind in ("mcq", "clin") and not out:  # open it and read its first items: format, encoding
+            out += [(("data",), why) for _, why in data_file_problems(
+                self.data, "mcq" if self.kind == "mcq" else "cases", self.format, self.encoding, root)]
         elif not (root / self.data).exists():
             out.append((("data",), f"file not found: {root / self.data}"))
         return out
