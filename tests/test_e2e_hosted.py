@@ -142,7 +142,7 @@ def test_the_endpoint_is_evaluated_and_compared_like_a_local_model(hosted_run):
     assert 0 <= api["anesthesia_mcq"]["scorings"]["generation"]["no_answer_rate"] < 0.5
     usage = api["usage"]
     assert usage["calls"] > 0 and usage["prompt_tokens"] > 0 and usage["estimated_cost_usd"] > 0
-    assert api["anesthesia_qa"]["judge"]["judge"].startswith("fake-grader@")
+    assert api["anesthesia_qa"]["judge"]["judge"].startswith("fake-grader")
     for model in MODELS:  # the public formats' sample files, scored for every model
         metrics = read(repo, f"reports/metrics/evaluate/{model}.json")
         assert all(metrics[task]["n"] > 0 for task in SAMPLE_TASKS), model
@@ -155,7 +155,7 @@ def test_the_endpoint_is_evaluated_and_compared_like_a_local_model(hosted_run):
     paired = {(r["a"], r["b"], r["task"]) for r in compared["paired"]}
     assert ("api", "general_to_specific", "anesthesia_mcq/generation") in paired
     assert ("api", "general_to_specific", "cmb_clin") in paired  # CMB-Clin answers compared by ROUGE-L
-    assert api["cmb_clin"]["cases"] == 3 and api["cmb_clin"]["judge"]["judge"].startswith("fake-grader@")
+    assert api["cmb_clin"]["cases"] == 3 and api["cmb_clin"]["judge"]["judge"].startswith("fake-grader")
     validity = read(repo, "reports/metrics/probe_validity.json")
     assert validity["planted"] is False  # a real teacher plants nothing: the report says so
     assert 'href="html/08_evaluate_api.html"' in (repo / "reports/index.html").read_text(encoding="utf-8")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab.evaluate import mcq, ner, text_metrics
-from medlab.llm.base import ChatRequest, Decoding
+from medlab.llm.base import ChatRequest, Decoding, cache_identity
 from medlab.llm.cache import CallCache, CallStats, generate_cached
 from medlab.records import McqItem, QaItem, atomic_write_text, read_jsonl
 from medlab.stats import mean_ci
@@ -67,7 +67,7 @@ def load_subject(name: str, path: str, root: Path, plain_models: Sequence[str], 
     if is_endpoint(path):
         spec = load_endpoint(path, root)
         backend = make_subject_backend(spec, name)
-        return Subject(name, root / path, "chat", None, None, backend.model, backend, spec)
+        return Subject(name, root / path, "chat", None, None, cache_identity(backend), backend, spec)
     directory = Path(path) if Path(path).is_absolute() else root / path
     if not directory.is_dir():
         raise ModelLoadError(f"evaluate.models.{name}: {directory} is not a directory (run the stage that writes it)")

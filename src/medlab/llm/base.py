@@ -77,6 +77,13 @@ class Backend(Protocol):
     def generate(self, requests: list[ChatRequest]) -> list[Completion]: ...
 
 
+def cache_identity(backend: Backend) -> str:
+    """What a cached answer is keyed by besides the request: the backend's ``model`` and,
+    for an endpoint, its base URL (the same model name on another server is another model)."""
+    url = getattr(backend, "base_url", None)
+    return f"{backend.model}@{url}" if url else backend.model
+
+
 def call_key(backend: str, model: str, request: ChatRequest) -> str:
     """Cache key: SHA-256 of backend, model, messages and decoding (never of ``meta``)."""
     blob = json.dumps({"backend": backend, "model": model, "messages": list(request.messages),

@@ -2,7 +2,7 @@
 
 Every completed call is committed on its own (one row, one transaction, WAL journal),
 keyed by backend, model, messages and decoding parameters (``medlab.llm.base.call_key``;
-an endpoint's ``model`` includes its base URL, revision and seed). A crash or Ctrl-C loses
+an endpoint's model includes its revision and seed, and its base URL is added). A crash or Ctrl-C loses
 at most the calls in flight; a rerun finds every completed one in the cache and makes no
 request for it. The database lives in ``.cache/medlab/``, outside DVC's outputs, so
 `dvc repro` does not delete it.
@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from medlab.llm.base import Backend, ChatRequest, Completion, LLMError, call_key, is_refusal
+from medlab.llm.base import Backend, ChatRequest, Completion, LLMError, cache_identity, call_key, is_refusal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -175,7 +175,7 @@ def generate_cached(backend: Backend, requests: list[ChatRequest], cache: CallCa
         raise ValueError(f"truncated must be 'reject' or 'keep', not {truncated!r}")
     start = time.perf_counter()
     stats = stats if stats is not None else CallStats()
-    keys = [call_key(backend.name, backend.model, r) for r in requests]
+    keys = [call_key(backend.name, cache_identity(backend), r) for r in requests]
     results: dict[str, Completion] = {}
     for key in dict.fromkeys(keys):
         hit = cache.get(key)

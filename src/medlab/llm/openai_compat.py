@@ -2,8 +2,9 @@
 
 * base URL and model name come from params; the API key only from the environment
   variable params name (never from params, logs or outputs);
-* the cache identity (``model``) is model name + base URL + declared revision + seed, so
-  the same name on another server, or a new revision, is never served from the cache;
+* ``model`` (what provenance records) is the model name + declared revision + seed, and
+  the cache key adds the base URL (``medlab.llm.base.cache_identity``): the same name on
+  another server, or a new revision, is never served from the cache;
 * one bounded pool: at most ``max_concurrency`` requests in flight, a new one sent the
   moment one finishes (no batch waits for its slowest call);
 * retries: the ``openai`` client retries 408/409/429/5xx and connection errors with
@@ -39,11 +40,10 @@ class OpenAIBackend:
         if not key:
             raise LLMError(f"environment variable {api_key_env} is not set: it must hold the API key "
                            f"for {base_url} ({params_key}.api_key_env names it)")
-        self.base_url = base_url
+        self.base_url = base_url.rstrip("/")
         self.model_name = model
-        # what identifies the answers (the cache key): the same name elsewhere is another model
-        self.model = f"{model}@{base_url.rstrip('/')}" + (f"#{revision}" if revision else "") \
-            + (f"~seed{seed}" if seed is not None else "")
+        # what identifies the answers (provenance; the cache key adds base_url)
+        self.model = model + (f"#{revision}" if revision else "") + (f"~seed{seed}" if seed is not None else "")
         self.seed = seed
         self.max_failed_fraction = max_failed_fraction
         self.batch_size = max_concurrency * 4  # used only by callers that batch themselves
