@@ -11,6 +11,28 @@
 Every reader names the file and line of a bad record.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+R = TypeVar("R")
+
 
 class FormatError(ValueError):
     """A file that does not match its declared format; the message names file and line."""
+
+
+def unique_ids(records: Iterable[R], ident: Callable[[R], str], where: Callable[[R], str]) -> list[R]:
+    """``records`` as a list, checked that no id appears twice (an empty id is not checked):
+    the one rule every loader applies, its error naming both places."""
+    seen: dict[str, str] = {}
+    out = []
+    for record in records:
+        key = ident(record)
+        if key and key in seen:
+            raise FormatError(f"{where(record)}: id {key!r} repeats the one at {seen[key]}")
+        if key:
+            seen[key] = where(record)
+        out.append(record)
+    return out

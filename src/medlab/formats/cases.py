@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from medlab.formats import FormatError
+from medlab.formats import FormatError, unique_ids
 from medlab.formats.text import existing_file, iter_json_array, iter_json_lines
 
 FORMATS = ("cmb_clin",)
@@ -72,10 +72,4 @@ def iter_cases(path: Path | str, fmt: str = "cmb_clin", encoding: str = "utf-8")
 def load_cases(path: Path | str, fmt: str = "cmb_clin", encoding: str = "utf-8",
                limit: int | None = None) -> list[ClinCase]:
     """Every case of the file (the first ``limit``); an id twice is an error naming both lines."""
-    out, seen = [], {}
-    for case in islice(iter_cases(path, fmt, encoding), limit):
-        if case.id in seen:
-            raise FormatError(f"{case.where}: id {case.id!r} repeats the one at {seen[case.id]}")
-        seen[case.id] = case.where
-        out.append(case)
-    return out
+    return unique_ids(islice(iter_cases(path, fmt, encoding), limit), lambda c: c.id, lambda c: c.where)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from medlab.formats import FormatError
+from medlab.formats import FormatError, unique_ids
 from medlab.formats.text import existing_file, iter_csv, iter_json_array, iter_json_lines, read_text
 
 SPEAKERS = {"病人": "patient", "医生": "doctor", "user": "patient", "assistant": "doctor"}
@@ -138,11 +138,4 @@ def iter_dialogues(path: Path | str, fmt: str, encoding: str = "utf-8") -> Itera
 
 def load_dialogues(path: Path | str, fmt: str, encoding: str = "utf-8", limit: int | None = None) -> list[Dialogue]:
     """Every dialogue of the corpus (the first ``limit``); an id twice is an error naming both records."""
-    out: list[Dialogue] = []
-    seen: dict[str, str] = {}
-    for dialogue in islice(iter_dialogues(path, fmt, encoding), limit):
-        if dialogue.id in seen:
-            raise FormatError(f"{dialogue.where}: id {dialogue.id!r} repeats the one at {seen[dialogue.id]}")
-        seen[dialogue.id] = dialogue.where
-        out.append(dialogue)
-    return out
+    return unique_ids(islice(iter_dialogues(path, fmt, encoding), limit), lambda d: d.id, lambda d: d.where)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
-from medlab.formats import FormatError
+from medlab.formats import FormatError, unique_ids
 from medlab.formats.text import existing_file, iter_json_array, iter_json_lines
 
 FORMATS = ("alpaca", "moss", "sharegpt", "huatuo_sft", "disc_med_sft")
@@ -127,11 +127,4 @@ def iter_instructions(path: Path | str, fmt: str, encoding: str = "utf-8") -> It
 
 def load_instructions(path: Path | str, fmt: str, encoding: str = "utf-8", limit: int | None = None) -> list[Chat]:
     """Every chat of the file (the first ``limit``); an id twice is an error naming both lines."""
-    out: list[Chat] = []
-    seen: dict[str, str] = {}
-    for ident, where, messages in islice(iter_instructions(path, fmt, encoding), limit):
-        if ident in seen:
-            raise FormatError(f"{where}: id {ident!r} repeats the one at {seen[ident]}")
-        seen[ident] = where
-        out.append((ident, where, messages))
-    return out
+    return unique_ids(islice(iter_instructions(path, fmt, encoding), limit), lambda c: c[0], lambda c: c[1])

@@ -33,7 +33,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from medlab.formats import FormatError
+from medlab.formats import FormatError, unique_ids
 from medlab.formats.text import existing_file, iter_csv, iter_json_array, iter_json_lines
 from medlab.records import McqItem, RecordError, validate_record
 
@@ -151,15 +151,9 @@ def load_mcq(path: Path | str, fmt: str, source: str | None = None, encoding: st
     """Every item of a multiple-choice file (the first ``limit``: pre-flight), with the
     checks that need the whole file: no id twice (the file's own ids where it has them),
     MedMCQA's answer base."""
-    items = list(islice(iter_mcq(path, fmt, source, encoding), limit))
-    seen: dict[str, str] = {}
-    for item in items:
-        key = str(item.meta.get("native_id") or "") if fmt != "medlab" else item.id
-        if not key:
-            continue
-        if key in seen:
-            raise FormatError(f"{item.meta['where']}: id {key!r} repeats the one at {seen[key]}")
-        seen[key] = item.meta["where"]
+    items = unique_ids(islice(iter_mcq(path, fmt, source, encoding), limit),
+                       lambda i: i.id if fmt == "medlab" else str(i.meta.get("native_id") or ""),
+                       lambda i: i.meta["where"])
     if fmt in ("medmcqa", "medmcqa_hf") and len(items) >= BASE_CHECK_MIN_ITEMS:
         base = 1 if fmt == "medmcqa" else 0
         used = {item.meta["cop"] for item in items}
