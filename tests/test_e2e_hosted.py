@@ -67,6 +67,7 @@ def configure(repo: Path, url: str) -> None:
     ev["models"] = {"general_to_specific": "models/finetune/general_to_specific",
                     "public_to_specific": "models/finetune/public_to_specific",
                     "api": "external/endpoints/fake_chat.yaml"}
+    ev["plain_models"] = []
     ev["task_dirs"] = ["samples/tasks"]
     ev["tasks"] = [*ev["tasks"], *SAMPLE_TASKS]
     ev["judge"]["backend"] = "openai"
