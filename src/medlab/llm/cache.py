@@ -135,9 +135,6 @@ class CallStats:
         for name in self.FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def as_dict(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.FIELDS}
-
 
 class Progress:
     """One line per ``every`` percent: readable under papermill --log-output and in a terminal."""
