@@ -31,7 +31,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from medlab.llm.base import Backend, ChatRequest, Completion, LLMError, cache_identity, call_key, is_refusal
+from medlab.llm.base import (
+    Backend,
+    ChatRequest,
+    Completion,
+    LLMError,
+    cache_identity,
+    call_key,
+    is_refusal,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
