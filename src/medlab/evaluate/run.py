@@ -33,7 +33,7 @@ from medlab.stats import mean_ci
 
 # Part of every cached task's key: bump it when what a task result holds changes, so a
 # rerun never reuses a result computed by older code.
-RESULT_VERSION = 2  # 2: BOS policy and offset-cut seam in the scorer
+RESULT_VERSION = 3  # 3: generation-mode answers read by the last cue (markdown, full-width)
 
 # The domain word of the MCQ instruction ("以下是{domain}单项选择题"), per item domain.
 DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general": "医学", "auto": "医学"}
