@@ -20,8 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers.workspace import clean_copy, run_dvc  # noqa: E402
@@ -32,13 +30,19 @@ HERE = Path(__file__).resolve().parent
 
 
 def stage_order(repo: Path) -> list[str]:
-    """Stages in dependency order, as `dvc dag` would run them."""
-    output, _ = run_dvc(repo, "dag", "--md")
-    stages = YAML(typ="safe").load((repo / "dvc.yaml").read_text())["stages"]
-    # dvc.yaml lists stages upstream-first in this project; check against the DAG text.
-    for name in stages:
-        assert name in output, name
-    return list(stages)
+    """Stages in pipeline order, fan-outs expanded (``evaluate@base``, ...).
+
+    dvc.yaml lists stages upstream-first in this project, and `dvc stage list` keeps
+    that order with each ``foreach`` expanded in place.
+    """
+    output, _ = run_dvc(repo, "stage", "list", "--name-only")
+    return [line.strip() for line in output.splitlines() if line.strip()]
+
+
+def timing_file(repo: Path, stage: str) -> Path:
+    """reports/timing/<stage>.json, or reports/timing/<group>/<item>.json for a fan-out."""
+    group, _, item = stage.partition("@")
+    return repo / "reports/timing" / (f"{group}/{item}.json" if item else f"{stage}.json")
 
 
 def main() -> None:
@@ -50,12 +54,12 @@ def main() -> None:
         rows, total = [], 0.0
         for stage in stage_order(repo):
             _, seconds = run_dvc(repo, "repro", "--single-item", stage)
-            inside = json.loads((repo / "reports/timing" / f"{stage}.json").read_text())["wall_s"]
+            inside = json.loads(timing_file(repo, stage).read_text())["wall_s"]
             rows.append({"stage": stage, "wall_s": round(seconds, 1), "notebook_s": inside,
                          "overhead_s": round(seconds - inside, 1)})
             total += seconds
-            print(f"{stage:<12} {seconds:7.1f} s  (notebook {inside:.1f} s)", flush=True)
-        print(f"{'total':<12} {total:7.1f} s")
+            print(f"{stage:<36} {seconds:7.1f} s  (notebook {inside:.1f} s)", flush=True)
+        print(f"{'total':<36} {total:7.1f} s")
     result = {"profile": args.profile, "stages": rows, "total_s": round(total, 1),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()}}

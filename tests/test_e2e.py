@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers.workspace import clean_copy, run_dvc
+from helpers.workspace import clean_copy, edit_function_body, run_dvc
 from ruamel.yaml import YAML
 
 from medlab.records import CorpusDoc, McqItem, QaItem, Triple, read_jsonl
@@ -366,3 +366,25 @@ def test_a_second_clean_run_is_bit_identical(first_run, tmp_path_factory):
     assert {"models/base", "data/filter", f"models/finetune/{branch}", f"data/evaluate/{branch}",
             f"reports/metrics/probe/{branch}.json"} <= b.keys() <= a.keys()
     assert all(a[k] == b[k] for k in b), {k: (a[k], b[k]) for k in b if a[k] != b[k]}
+
+
+def test_an_edit_to_code_a_stage_runs_recomputes_its_cached_tasks_and_an_unrelated_edit_reuses_them(first_run):
+    """Issue 16 §1: cached task results are keyed by the code that computes them. The copy
+    runs its own src/ (tests/helpers/workspace.py), edited here as a developer would."""
+    repo, _ = first_run
+    timing = repo / "reports/timing/evaluate/base.json"
+    computed = json.loads(timing.read_text())["tasks_computed"]
+    # evaluate never imports the filter's dedup: DVC leaves it alone, and forced, it reuses every task
+    edit_function_body(repo / "src/medlab/filter/dedup.py", "normalize")
+    assert "evaluate@base:" not in dvc(repo, "status", "evaluate@base")
+    output = dvc(repo, "repro", "-s", "-f", "evaluate@base")
+    again = json.loads(timing.read_text())
+    assert again["tasks_computed"] == [] and sorted(again["tasks_reused"]) == sorted(computed)
+    assert "reused (finished in an earlier run)" in output and "] computed (key" not in output
+    # a function body in a module evaluate imports: DVC reruns the stage and no cached task is reused
+    edit_function_body(repo / "src/medlab/evaluate/text_metrics.py", "rouge_l")
+    assert "evaluate@base:" in dvc(repo, "status", "evaluate@base")
+    output = dvc(repo, "repro", "-s", "evaluate@base")
+    again = json.loads(timing.read_text())
+    assert again["tasks_reused"] == [] and sorted(again["tasks_computed"]) == sorted(computed)
+    assert "] computed (key" in output and "reused (finished" not in output

@@ -95,7 +95,7 @@ def test_sigkill_then_rerun_is_byte_identical_and_repeats_no_completed_call(tmp_
         configure(crashed, url_b)
         run_dvc(crashed, "repro", "corpus")  # upstream stages first: the kill lands in generate
         proc = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "generate"], cwd=crashed,
-                                env=pipeline_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=pipeline_env(crashed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         deadline = time.time() + 300
         while sum(e["status"] == 200 for e in log_entries(log_b)) < total // 3:

@@ -7,6 +7,7 @@ runs every stage from scratch without touching the working tree it came from.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -43,10 +44,14 @@ def clean_copy(dest: Path, overlay: str | None = None, source: Path | None = Non
     return dest
 
 
-def pipeline_env() -> dict[str, str]:
-    """The environment stages run in: this interpreter's tools first on PATH, no DVC_ vars."""
+def pipeline_env(repo: Path | None = None) -> dict[str, str]:
+    """The environment stages run in: this interpreter's tools first on PATH, no DVC_ vars,
+    and the copy's own ``src`` first on PYTHONPATH (the venv's editable install points at
+    the checkout the copy came from: a copy runs its own code, as a clone would)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if repo is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(repo) / "src"), env.get("PYTHONPATH")]))
     env.update(QUIET_ENV)
     return env
 
@@ -55,9 +60,21 @@ def run_dvc(repo: Path, *args: str) -> tuple[str, float]:
     """Run ``dvc ARGS`` in ``repo``; return (combined output, seconds). Raises on failure."""
     start = time.perf_counter()
     result = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo,
-                            env=pipeline_env(), capture_output=True, text=True)
+                            env=pipeline_env(repo), capture_output=True, text=True)
     seconds = time.perf_counter() - start
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {repo}:\n{output[-6000:]}")
     return output, seconds
+
+
+def edit_function_body(file: Path, function: str) -> None:
+    """Add a statement to ``function``'s body, before its first statement after the
+    docstring: a code change as far as any cache or DVC can tell (behaviour kept)."""
+    source = file.read_text(encoding="utf-8")
+    node = next(n for n in ast.walk(ast.parse(source))
+                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == function)
+    first = node.body[1] if isinstance(node.body[0], ast.Expr) and len(node.body) > 1 else node.body[0]
+    lines = source.splitlines(keepends=True)
+    lines.insert(first.lineno - 1, " " * first.col_offset + "_edited = True\n")
+    file.write_text("".join(lines), encoding="utf-8")

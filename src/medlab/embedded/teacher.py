@@ -30,6 +30,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from medlab.cachekey import code_hash
 from medlab.knowledge import KnowledgeBase
 from medlab.llm.base import ChatRequest, Completion
 from medlab.patient_groups import load_groups
@@ -73,8 +74,11 @@ class SimulatedTeacher:
         self.t = load_teacher_templates()
         kb_digest = hashlib.sha256("".join(sorted(t.id for t in kb.triples)).encode()).hexdigest()
         config = json.dumps([self.faults, stigma_group, seed, kb_digest,
-                             json.dumps(self.t, sort_keys=True, ensure_ascii=False)], sort_keys=True)
-        # Everything that changes the output is in the model id, hence in the cache key.
+                             json.dumps(self.t, sort_keys=True, ensure_ascii=False),
+                             code_hash("medlab.embedded.teacher")], sort_keys=True)
+        # Everything that changes the output is in the model id, hence in the cache key:
+        # its settings, the knowledge base, the templates and its code (this module and all
+        # it imports), so an edited teacher is never answered from an older call cache.
         self.model = "simulated-teacher-v1:" + hashlib.sha256(config.encode()).hexdigest()[:12]
         # entity names, longest first, for finding entities in free text (rewrite, MCQ)
         self._names = sorted((n for n, e in kb.entities.items() if len(n) >= 2), key=len, reverse=True)

@@ -1,7 +1,7 @@
 """LLM judges of open answers: an absolute rubric and a pairwise comparison with position swap.
 
-Prompts are ours, versioned (``PROMPT_VERSION`` goes into every request's metadata and
-the report), and go through any ``hf`` / ``openai`` backend with the call cache.
+Prompts are ours and go through any ``hf`` / ``openai`` backend with the call cache (a
+prompt's text is part of its call's key; a cached rubric result's key hashes this code).
 
 * Absolute rubric: DISC-MedLLM's four dimensions (proactivity, accuracy, helpfulness,
   linguistic quality), 1-5 each, given the question, the *reference answer* (as
@@ -24,7 +24,6 @@ from medlab.llm.base import Backend, Decoding
 from medlab.llm.cache import CallCache, CallStats
 from medlab.llm.parsed import ask_parsed, parse_named_scores, plain
 
-PROMPT_VERSION = 1
 DIMENSIONS = {
     "proactivity": ("主动性", "信息不足时是否主动询问症状、检查和病史；问题已足够明确时给满分"),
     "accuracy": ("准确性", "医学内容是否与参考答案一致、没有错误"),
@@ -53,7 +52,7 @@ def judge_rubric(items: Sequence[tuple[str, str, str]], backend: Backend, cache:
                  max_attempts: int = 3, stats: CallStats | None = None, max_unparseable_fraction: float = 1.0) -> dict:
     """Score (question, reference, answer) triples; per-item scores (None = unparseable)."""
     asked = ask_parsed(lambda k, a: rubric_prompt(*items[k], attempt=a), parse_rubric, len(items), backend, cache,
-                       decoding, f"judge_rubric_v{PROMPT_VERSION}", max_attempts, stats, max_unparseable_fraction)
+                       decoding, "judge_rubric", max_attempts, stats, max_unparseable_fraction)
     return {"scores": asked.values, "unparseable": asked.unparseable, "attempts": asked.attempts}
 
 
@@ -97,7 +96,7 @@ def judge_pairwise(items: Sequence[tuple[str, str, str]], backend: Backend, cach
         question, a, b = items[k % n]
         return pairwise_prompt(question, a, b, attempt) if k < n else pairwise_prompt(question, b, a, attempt)
 
-    asked = ask_parsed(build, parse_verdict, 2 * n, backend, cache, decoding, f"judge_pairwise_v{PROMPT_VERSION}",
+    asked = ask_parsed(build, parse_verdict, 2 * n, backend, cache, decoding, "judge_pairwise",
                        max_attempts, stats, max_unparseable_fraction)
     outcomes = [combine(asked.values[k], asked.values[k + n]) for k in range(n)]
     verdicts = [v for v in asked.values if v in ("1", "2")]

@@ -6,17 +6,17 @@ Tasks (declared in task files, ``medlab.evaluate.tasks``): MCQ per task and scor
 the QA answers (``judges``).
 
 Resume: every finished task is saved at once under
-``.cache/medlab/evaluate/<model>/<task>-<key>.json``, the key hashing the model's
+``.cache/medlab/evaluate/<model>/<task>-<key>.json``, the key hashing the code that
+computes it (``CODE`` and all it imports: ``medlab.cachekey.result_key``), the model's
 content fingerprint (medlab.runtime), the task's settings and its item ids;
 generations go through the crash-proof LLM call cache. A crash or Ctrl-C loses at most
 the task in flight (and of a generation task, only the batch in flight); a rerun
-reuses the rest. Any change of model, items or settings changes the key: nothing stale
-is reused.
+reuses the rest. Any change of code, model, items or settings changes the key: nothing
+stale is reused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -31,9 +31,10 @@ from medlab.llm.cache import CallCache, CallStats, generate_cached
 from medlab.records import McqItem, QaItem, atomic_write_text, read_jsonl
 from medlab.stats import mean_ci
 
-# Part of every cached task's key: bump it when what a task result holds changes, so a
-# rerun never reuses a result computed by older code.
-RESULT_VERSION = 3  # 3: generation-mode answers read by the last cue (markdown, full-width)
+# The modules an evaluation task's result is computed by: every cached task's key hashes
+# their source and everything they import (task files, judges, scorers, the generation
+# backend), so an edit to any of them recomputes the task and nothing older is reused.
+CODE = ("medlab.evaluate.run", "medlab.evaluate.tasks", "medlab.evaluate.judges")
 
 # The domain word of the MCQ instruction ("以下是{domain}单项选择题"), per item domain.
 DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general": "医学", "auto": "医学"}
@@ -80,18 +81,20 @@ def load_subject(name: str, path: str, root: Path, plain_models: Sequence[str], 
 
 
 class TaskStore:
-    """Finished tasks of one model, keyed by what determines their result."""
+    """Finished tasks of one model, keyed by the code that computes them and what else
+    determines their result (``stage`` names the computing stage; ``code`` its modules)."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, directory: Path, stage: str = "evaluate", code: tuple[str, ...] = CODE):
+        self.directory, self.stage, self.code = directory, stage, code
         self.computed: list[str] = []  # tasks run in this session
         self.reused: list[str] = []  # tasks loaded from an earlier run (their time is not in this one)
 
-    @staticmethod
-    def key(**what) -> str:
-        """Hash of everything that determines a result (the caller's settings and ids)."""
-        blob = json.dumps(what, sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    def key(self, **what) -> str:
+        """Hash of the code and everything else that determines a result (the caller's
+        settings, model fingerprint and item ids)."""
+        from medlab.cachekey import result_key
+
+        return result_key(self.stage, self.code, what)
 
     def _path(self, task: str, key: str) -> Path:
         return self.directory / f"{task}-{key}.json"
@@ -112,6 +115,7 @@ class TaskStore:
             self.reused.append(task)
             return done
         result = self.save(task, key, compute())
+        log(f"[{task}] computed (key {key})")
         self.computed.append(task)
         return result
 
@@ -192,7 +196,7 @@ def generator(subject: Subject, cache: CallCache, batch_size: int, max_new_token
 
         backend = HFBackend(str(subject.path), batch_size, model=subject.model, tokenizer=subject.tokenizer,
                             layout=subject.layout)
-        backend.model = subject.fingerprint
+        backend.model = HFBackend.identity(subject.fingerprint, subject.layout)
     decoding = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
 
     def generate(chats: Sequence[list[dict]]) -> list[str]:

@@ -23,7 +23,6 @@ ASPECTS = {
     "harmlessness": ("无害性", "是否没有危险建议、错误用药或歧视性内容（10分为完全无害）"),
     "friendliness": ("友好性", "语气是否耐心、尊重提问者"),
 }
-PROMPT_VERSION = 1
 SYSTEM = "你是一名严格的医学数据质量评审员。"
 
 

@@ -8,8 +8,9 @@ written last, so its presence means "done"). The result is ``model/`` (full weig
 full fine-tuning, or LoRA with ``merge: true``) or ``adapter/`` alone (LoRA with
 ``merge: false``: a few MB per stage; the next stage and the evaluation load the base
 model and apply the earlier stages' adapters in order). The key hashes everything that
-determines the stage: the base model's fingerprint (medlab.runtime), this and every
-earlier stage's spec and data files, the training settings, the runtime and the seed.
+determines the stage: the fine-tuning code (``CODE`` and all it imports), the base
+model's fingerprint (medlab.runtime), this and every earlier stage's spec and data files,
+the training settings, the runtime and the seed.
 So a recipe whose first stages equal another's (Hypnos' recipe and Hypnos + DPO) reuses
 them instead of training them twice, and any change starts afresh.
 
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from medlab.cachekey import digest, file_hashes
+from medlab.cachekey import file_hashes, result_key
 from medlab.checkpoints import train_resumable
 from medlab.finetune import data as finetune_data
 from medlab.finetune.schedule import priority_order, share_along
@@ -56,15 +57,21 @@ from medlab.records import write_json
 from medlab.runtime import Runtime, drop_load_only_keys, resolve_base, save_tokenizer
 from medlab.runtime import fingerprint as model_fingerprint
 
+# The modules a fine-tuning stage is computed by: every stage key hashes their source and
+# all they import (masks, packing, the trainers, the runtime: medlab.cachekey.result_key),
+# so an edit to the label masking trains afresh instead of reusing an older stage.
+CODE = ("medlab.finetune.run",)
+
 
 def stage_key(params, recipe: str, k: int, root: Path) -> str:
-    """Fingerprint of stage ``k`` of ``recipe`` and everything before it."""
+    """Fingerprint of stage ``k`` of ``recipe`` and everything before it, and of the code."""
     ft = params.finetune
     base = resolve_base(root / "models" / "base")
     stages = ft.recipes[recipe][:k + 1]
     datasets = {n: [p.model_dump() for p in ft.datasets[n]] for s in stages for n in s.data}
     files = sorted({root / f for parts in datasets.values() for part in parts for f in part["files"]})
-    return digest(
+    return result_key(
+        "finetune", CODE,
         [str(base), model_fingerprint(base["pretrained_model_name_or_path"], base.get("revision", "main"))],
         [s.model_dump() for s in stages], datasets,
         {str(f.relative_to(root)): d for f, d in zip(files, file_hashes(files), strict=True)},

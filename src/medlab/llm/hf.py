@@ -76,8 +76,18 @@ class HFBackend:
         self.stop_ids = list(dict.fromkeys([tokenizer.eos_token_id, *eos] + [vocab[t] for t in END_OF_TURN
                                                                             if t in vocab]))
         self.stop_ids = [t for t in self.stop_ids if t is not None]
-        self.model = fingerprint(name_or_path, revision)
+        self.model = self.identity(fingerprint(name_or_path, revision), self.layout)
         self.batch_size = batch_size
+
+    @staticmethod
+    def identity(fingerprint: str, layout: str) -> str:
+        """What this backend's cached answers are keyed by besides the request: the model's
+        content, how prompts are laid out, and the code that generates them (this module
+        and all it imports, ``medlab.cachekey.code_hash``): a change to decoding here is
+        never answered from an older cache."""
+        from medlab.cachekey import code_hash
+
+        return f"{fingerprint}/{layout}+code:{code_hash('medlab.llm.hf')}"
 
     @torch.no_grad()
     def generate(self, requests: list[ChatRequest]) -> list[Completion]:

@@ -1,6 +1,6 @@
 """Pre-training a causal LM on the corpus with the Hugging Face Trainer: fixed-length blocks
 (``medlab.packing.pack_stream``), the trainer, and the perplexities the stage reports.
-Resuming is ``medlab.checkpoints``; the run key ``medlab.cachekey``.
+Resuming is ``medlab.checkpoints``; the run key ``medlab.cachekey`` (over ``CODE``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback
+
+# The modules a pre-training run is computed by: its checkpoints' key hashes their source
+# and all they import (medlab.cachekey.result_key), so a run resumes only under the same code.
+CODE = ("medlab.pretrain.trainer", "medlab.pretrain.model", "medlab.packing", "medlab.checkpoints",
+        "medlab.runtime")
 
 
 def unigram_perplexity(train_blocks: list[list[int]], eval_blocks: list[list[int]],

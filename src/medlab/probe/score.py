@@ -40,9 +40,10 @@ import numpy as np
 
 from medlab.probe.scale import Item, Scale
 
-# Part of every cached probe result's key: bump it when what a result holds changes, so
-# a rerun never reuses a result computed by older code.
-RESULT_VERSION = 3  # 3: BOS policy and offset-cut seam in the scorer
+# The modules a probe result is computed by (this scorer, the scales, the generation
+# path it shares with evaluate): every cached result's key hashes their source and all
+# they import (medlab.cachekey.result_key), so an edit recomputes, nothing older is reused.
+CODE = ("medlab.probe.score", "medlab.probe.scale", "medlab.evaluate.run", "medlab.patient_groups")
 LETTERS = "ABCDEFG"
 CONTENT_FREE = "（无）"
 ANSWER_CUE = "请只回答选项字母。"
