@@ -45,7 +45,7 @@ repro: $(STAMP) browser
 	$(BIN)/dvc repro
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks

@@ -88,3 +88,15 @@ def family_dirs(tmp_path_factory):
 def family(request, family_dirs):
     """(name, directory) of each family's model in turn."""
     return request.param, family_dirs(request.param)
+
+
+# `make test` runs on every core (pytest-xdist, --dist loadfile: a module stays on one
+# worker, so its module-scoped pipeline run is shared by its tests). Modules are handed
+# out in collection order, two to each worker first: the two longest end-to-end modules
+# go first so they run side by side on different workers, the rest fill in around them.
+LONGEST_FIRST = ("test_e2e.py", "test_e2e_real.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
