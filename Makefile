@@ -18,7 +18,7 @@ export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup browser repro test lint smoke clean-outputs
+.PHONY: setup browser repro readme test lint smoke clean-outputs
 
 setup: $(STAMP) browser
 
@@ -43,6 +43,12 @@ browser:
 repro: $(STAMP) browser
 	$(BIN)/python -m medlab.config
 	$(BIN)/dvc repro
+	$(MAKE) --no-print-directory readme
+
+# README.md's result sections from the run's metrics (reports/metrics/, committed with
+# dvc.lock): no result number in README.md is typed by hand; a test checks they agree.
+readme: $(STAMP)
+	$(BIN)/python -m medlab.report.readme
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n auto --dist loadfile

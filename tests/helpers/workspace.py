@@ -23,13 +23,18 @@ QUIET_ENV = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
              "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 
 
+# Pipeline outputs committed with dvc.lock (cache: false): like the lock, left out of a
+# copy, which runs every stage from scratch.
+COMMITTED_OUTPUTS = ("reports/metrics/",)
+
+
 def clean_copy(dest: Path, overlay: str | None = None, source: Path | None = None) -> Path:
     """Copy the repository to ``dest`` (git-tracked and new files only), apply an overlay."""
     source = source or project_root()
     listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                              cwd=source, check=True, capture_output=True).stdout.decode()
     for name in filter(None, listing.split("\0")):
-        if name == "dvc.lock" or not (source / name).is_file():
+        if name == "dvc.lock" or name.startswith(COMMITTED_OUTPUTS) or not (source / name).is_file():
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)

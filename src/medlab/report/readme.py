@@ -1,0 +1,228 @@
+"""README.md's result sections, rendered from the run's committed metrics.
+
+Every result number in README.md (the embedded world, what the filter achieves, what the
+recipes achieve) sits between the two markers below and is written by this module from
+``reports/metrics/*.json`` (committed with dvc.lock after each default run),
+``params.yaml`` and ``benchmarks/results/``, through ``templates/readme_results.md.j2``.
+``make repro`` ends with it; a test renders the block again from the committed files and
+fails when README.md and the metrics disagree. No result number is typed by hand.
+
+    python -m medlab.report.readme           # rewrite the block in README.md
+    python -m medlab.report.readme --check   # exit 1 with a diff when README.md is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from medlab.records import atomic_write_text
+from medlab.report.site import ReportError, _environment, num, read_json
+
+BEGIN = "<!-- results: written by `make readme` from reports/metrics/, params.yaml and benchmarks/results/; do not edit by hand -->"
+END = "<!-- /results -->"
+# What each compared pair measures (compare.pairs); a pair not named here is shown as a - b.
+CLAIMS = {
+    ("general_to_specific", "specific_only"): "Hypnos' general-medicine stage first",
+    ("general_to_specific", "general_to_specific_unfiltered"): "the filter, same recipe on filtered vs unfiltered data",
+    ("one_stage_priority", "general_to_specific"): "HuatuoGPT-II's one stage vs Hypnos' two",
+    ("two_stage_disc", "general_to_specific"): "DISC's behaviour stage after broad SFT vs Hypnos' recipe",
+    ("general_to_specific_dpo", "general_to_specific"): "DPO on the filter's preference pairs",
+    ("general_to_specific_stigma", "general_to_specific"): "keeping the teacher's planted-stigma samples",
+}
+SYSTEMS = {"general_to_specific": "Hypnos", "one_stage_priority": "HuatuoGPT-II", "two_stage_disc": "DISC",
+           "base": "pre-trained only"}
+SIGNIFICANT = 0.05  # Holm-adjusted
+
+
+# --- number formats (the filters the template uses) --------------------------------------
+def signed(value: float, digits: int = 3) -> str:
+    """+0.171 / −0.093 (a true minus sign, as the rest of the README writes it)."""
+    text = f"{abs(value):.{digits}f}"
+    if float(text) == 0:
+        return text  # no sign on a difference that rounds to zero
+    return ("−" if value < 0 else "+") + text
+
+
+def interval(ci: Sequence[float] | None, digits: int = 3, sign: bool = False) -> str:
+    """[lo, hi] (with explicit signs for a difference); nothing when there is no interval."""
+    if ci is None:
+        return ""
+    return "[" + ", ".join(signed(v, digits) if sign else num(v, digits) for v in ci) + "]"
+
+
+def holm(p: float) -> str:
+    """Holm-adjusted p as the claims read it: n.s., p = 0.010, or p < 1e-6."""
+    if p >= SIGNIFICANT:
+        return f"n.s., p = {p:.2f}"
+    if p >= 0.001:
+        return f"p = {p:.3f}"
+    exponent = 3
+    while p < 10 ** -(exponent + 1) and exponent < 12:
+        exponent += 1
+    return f"p < 1e-{exponent}"
+
+
+def difference(row: Mapping | None) -> str:
+    if row is None:
+        return "not compared"
+    return f"{signed(row['diff'])} {interval(row['ci'], sign=True)} ({holm(row['p_holm'])})"
+
+
+def span(values: Sequence[float], digits: int = 2) -> str:
+    low, high = min(values), max(values)
+    return num(low, digits) if f"{low:.{digits}f}" == f"{high:.{digits}f}" else f"{num(low, digits)}-{num(high, digits)}"
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def span_percent(values: Sequence[float]) -> str:
+    low, high = (f"{100 * v:.0f}" for v in (min(values), max(values)))
+    return f"{low}%" if low == high else f"{low}-{high}%"
+
+
+def bold_if(value: float, flag: bool, digits: int = 3) -> str:
+    return f"**{num(value, digits)}**" if flag else num(value, digits)
+
+
+# --- what the template reads ------------------------------------------------------------
+def _pair(paired: Sequence[Mapping], a: str, b: str, task: str) -> Mapping | None:
+    return next((r for r in paired if r["a"] == a and r["b"] == b and r["task"] == task), None)
+
+
+def context(root: Path) -> dict:
+    """Everything the result sections show, read from the run's files (a missing one is named)."""
+    root = Path(root)
+    params = YAML(typ="safe").load((root / "params.yaml").read_text(encoding="utf-8"))
+    metric = {name: read_json(root, f"reports/metrics/{name}.json")
+              for name in ("knowledge", "corpus", "generate", "pretrain", "filter", "compare", "probe_validity")}
+    models = list(params["evaluate"]["models"])
+    evaluate = {m: read_json(root, f"reports/metrics/evaluate/{m}.json") for m in models}
+    compare, cross = metric["compare"], metric["filter"]["cross_filter"]
+    table = {row["model"]: row for row in compare["table"]}
+    paired, baseline = compare["paired"], compare["baseline"]
+
+    best_anesthesia = max(table[m]["anesthesia MCQ"]["value"] for m in models)
+    best_general = max(table[m]["general MCQ"]["value"] for m in models)
+    rows = []
+    for m in models:
+        t = table[m]
+        rows.append({"label": f"{m} ({SYSTEMS[m]})" if m in SYSTEMS else m,
+                     "anesthesia": t["anesthesia MCQ"]["value"], "anesthesia_ci": t["anesthesia MCQ"]["ci"],
+                     "best_anesthesia": t["anesthesia MCQ"]["value"] == best_anesthesia,
+                     "rotation": t["anesthesia MCQ, options shown, rotation-consistent"]["value"],
+                     "general": t["general MCQ"]["value"], "best_general": t["general MCQ"]["value"] == best_general,
+                     "grounded": t["QA grounded"]["value"], "bleu": t["QA BLEU"]["value"]})
+    headline = evaluate[models[0]]["headline_scoring"]
+    vs_base = [r for r in paired if r["b"] == baseline and r["task"] == f"anesthesia_mcq/{headline}"]
+    if not vs_base:
+        raise ReportError(f"reports/metrics/compare.json: no paired test against {baseline} "
+                          f"on anesthesia_mcq/{headline} (written by compare)")
+    letters = [evaluate[m]["anesthesia_mcq"]["scorings"]["letter"]["acc"] for m in models
+               if "letter" in evaluate[m]["anesthesia_mcq"].get("scorings", {})]
+    chance = evaluate[models[0]]["anesthesia_mcq"]["chance"]
+    deid = metric["filter"]["deid"]
+    heldout = deid["heldout"]["recall_by_type"]
+    reasons = metric["filter"]["reasons"]
+    dedup_runs = read_json(root, "benchmarks/results/dedup_scaling.json")["runs"]
+    train = params["pretrain"]["train"]
+    return {
+        "params": params, "knowledge": metric["knowledge"], "corpus": metric["corpus"],
+        "anesthesia_types": metric["knowledge"]["anesthesia_subjects_by_type"],
+        "generate": metric["generate"], "faults": metric["generate"]["fault_rate"]["by_type"],
+        "pretrain": metric["pretrain"], "model": params["pretrain"]["model"], "train": train,
+        "tokens_per_step": train["batch_size"] * train.get("gradient_accumulation_steps", 1) * train["block_size"],
+        "counts": metric["filter"]["counts"], "cross": cross, "deid": deid, "pairs": metric["filter"]["pairs"],
+        "dropped": {"rules": sum(v for k, v in reasons.items() if k.startswith("rule:")),
+                    "duplicates": sum(v for k, v in reasons.items() if k.startswith("duplicate:")),
+                    "contaminated": metric["filter"]["decontamination"]["contaminated"],
+                    "judge": sum(v for k, v in reasons.items() if k.startswith("judge"))},
+        "by_knowledge": [(name, row) for name, row in cross["factual_auroc_by_knowledge"].items()
+                         if name != "no KB subject"],
+        "deid_worst": sorted(((k, v) for k, v in heldout.items() if v < 1), key=lambda kv: kv[1])[:2],
+        "deid_perfect": sorted(k for k, v in heldout.items() if v == 1),
+        "dedup": max(dedup_runs, key=lambda r: r["records"]),
+        "n_tests": len(paired), "headline_scoring": headline, "chance": chance, "rows": rows,
+        "letters": letters, "letters_at_chance": all(abs(v - chance) <= 0.03 for v in letters),
+        "vs_base": {"low": min(r["diff"] for r in vs_base), "high": max(r["diff"] for r in vs_base),
+                    "n": len(vs_base), "significant": sum(r["p_holm"] < SIGNIFICANT for r in vs_base),
+                    "max_p": max(r["p_holm"] for r in vs_base)},
+        "claims": [{"a": a, "b": b, "label": CLAIMS.get((a, b), f"{a} vs {b}"),
+                    "anesthesia": _pair(paired, a, b, f"anesthesia_mcq/{headline}"),
+                    "general": _pair(paired, a, b, f"general_mcq/{headline}")}
+                   for a, b in params["compare"]["pairs"]],
+        "ner": [table[m]["NER F1"]["value"] for m in models],
+        "ner_max": max(table[m]["NER F1"]["value"] for m in models),
+        "no_answer": [table[m]["MCQ by generation: no answer"]["value"] for m in models
+                      if table[m]["MCQ by generation: no answer"]["value"] is not None],
+        "validity": metric["probe_validity"],
+    }
+
+
+def render_block(root: Path) -> str:
+    env = _environment()
+    env.filters.update(signed=signed, interval=interval, difference=difference, span=span, percent=percent,
+                       span_percent=span_percent, bold_if=bold_if)
+    body = env.get_template("readme_results.md.j2").render(**context(root)).strip()
+    return f"{BEGIN}\n{body}\n{END}"
+
+
+def replace_block(readme: str, block: str, name: str = "README.md") -> str:
+    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
+        raise ReportError(f"{name}: needs exactly one results block, {BEGIN!r} ... {END!r}")
+    return readme[:readme.index(BEGIN)] + block + readme[readme.index(END) + len(END):]
+
+
+def update(root: Path, check: bool = False) -> str:
+    """Rewrite README.md's results block (or, with ``check``, return the diff: empty when fresh)."""
+    path = Path(root) / "README.md"
+    current = path.read_text(encoding="utf-8")
+    fresh = replace_block(current, render_block(root))
+    if check:
+        return "".join(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True),
+                                            "README.md (committed)", "README.md (from reports/metrics)"))
+    if fresh != current:
+        atomic_write_text(path, fresh)
+    return ""
+
+
+def params_changed(root: Path) -> bool:
+    """params.yaml differs from the committed one (README.md describes the default run)."""
+    import subprocess
+
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=root, capture_output=True)
+    return committed.returncode == 0 and committed.stdout != (Path(root) / "params.yaml").read_bytes()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 with a diff when README.md is stale")
+    parser.add_argument("--force", action="store_true", help="rewrite even when params.yaml is not the committed one")
+    args = parser.parse_args(argv)
+    from medlab.paths import project_root
+
+    root = project_root()
+    if not args.check and not args.force and params_changed(root):
+        print("readme: params.yaml differs from the committed one; README.md describes the default run, "
+              "so it is left as it is (--force rewrites it; reports/README.md has this run's results)")
+        return 0
+    try:
+        diff = update(root, check=args.check)
+    except (ReportError, KeyError) as exc:
+        print(f"readme: {exc}", file=sys.stderr)
+        return 2
+    if diff:
+        print(diff + "\nREADME.md's results differ from reports/metrics/: run `make readme`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""README.md's result numbers come from the committed metrics (issue 16 §3): the block between
+the markers is what medlab.report.readme renders from reports/metrics/, params.yaml and
+benchmarks/results/, and a changed metric changes it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medlab.report import readme
+from medlab.report.site import ReportError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_files(dest: Path) -> Path:
+    """The files the block is rendered from, copied (so a test can change one)."""
+    for rel in ("README.md", "params.yaml", "benchmarks/results/dedup_scaling.json"):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+    shutil.copytree(ROOT / "reports" / "metrics", dest / "reports" / "metrics")
+    return dest
+
+
+def test_readme_results_are_the_committed_metrics():
+    diff = readme.update(ROOT, check=True)
+    assert not diff, "README.md's results differ from reports/metrics/ (run `make readme`):\n" + diff
+
+
+def test_a_changed_metric_changes_the_readme(tmp_path):
+    root = run_files(tmp_path)
+    path = root / "reports/metrics/pretrain.json"
+    metrics = json.loads(path.read_text())
+    metrics["valid_perplexity"] = 123.456
+    path.write_text(json.dumps(metrics))
+    diff = readme.update(root, check=True)
+    assert "perplexity **123.46**" in diff
+    readme.update(root)
+    assert not readme.update(root, check=True)
+    assert (root / "README.md").read_text(encoding="utf-8").count(readme.BEGIN) == 1
+
+
+def test_wording_follows_the_numbers(tmp_path):
+    root = run_files(tmp_path)
+    path = root / "reports/metrics/probe_validity.json"
+    validity = json.loads(path.read_text())
+    for holds, words in ((True, "validity check holds.**"), (False, "validity check does not hold.**")):
+        path.write_text(json.dumps({**validity, "holds": holds}))
+        assert words in readme.render_block(root)
+    assert readme.holm(0.2) == "n.s., p = 0.20" and readme.holm(0.01) == "p = 0.010" and readme.holm(3e-7) == "p < 1e-6"
+    assert readme.signed(-0.0931) == "−0.093" and readme.signed(0.0001) == "0.000"
+
+
+def test_a_missing_metrics_file_or_marker_is_named(tmp_path):
+    root = run_files(tmp_path)
+    (root / "reports/metrics/filter.json").unlink()
+    with pytest.raises(ReportError, match="reports/metrics/filter.json"):
+        readme.render_block(root)
+    with pytest.raises(ReportError, match="exactly one results block"):
+        readme.replace_block("# no markers\n", "block")
