@@ -9,6 +9,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist each worker owns one core: one torch thread per worker (two workers
+# with two threads each on two cores run slower than one worker alone). The pipelines the
+# end-to-end tests run read base.torch_threads: 1 from params.smoke.yaml.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
 # Tests never read a DVC_ROOT inherited from an outer `dvc repro`.
 os.environ.pop("DVC_ROOT", None)
 os.environ.setdefault("TQDM_DISABLE", "1")

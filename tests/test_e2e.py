@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from medlab.records import CorpusDoc, McqItem, QaItem, Triple, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 
 def repo_copy(dest: Path) -> Path:
@@ -368,23 +368,42 @@ def test_a_second_clean_run_is_bit_identical(first_run, tmp_path_factory):
     assert all(a[k] == b[k] for k in b), {k: (a[k], b[k]) for k in b if a[k] != b[k]}
 
 
-def test_an_edit_to_code_a_stage_runs_recomputes_its_cached_tasks_and_an_unrelated_edit_reuses_them(first_run):
-    """Issue 16 §1: cached task results are keyed by the code that computes them. The copy
+def test_caches_follow_the_code_and_a_warm_cache_from_other_code_returns_nothing_stale(first_run,
+                                                                                      tmp_path_factory):
+    """Issue 16 §1 and §5: cached results are keyed by the code that computes them. The copy
     runs its own src/ (tests/helpers/workspace.py), edited here as a developer would."""
     repo, _ = first_run
+    before = data_hashes(repo)
     timing = repo / "reports/timing/evaluate/base.json"
     computed = json.loads(timing.read_text())["tasks_computed"]
+    sources = {name: repo / "src/medlab" / name for name in
+               ("filter/dedup.py", "evaluate/text_metrics.py", "embedded/teacher.py")}
+    originals = {name: path.read_text(encoding="utf-8") for name, path in sources.items()}
     # evaluate never imports the filter's dedup: DVC leaves it alone, and forced, it reuses every task
-    edit_function_body(repo / "src/medlab/filter/dedup.py", "normalize")
+    edit_function_body(sources["filter/dedup.py"], "normalize")
     assert "evaluate@base:" not in dvc(repo, "status", "evaluate@base")
     output = dvc(repo, "repro", "-s", "-f", "evaluate@base")
     again = json.loads(timing.read_text())
     assert again["tasks_computed"] == [] and sorted(again["tasks_reused"]) == sorted(computed)
     assert "reused (finished in an earlier run)" in output and "] computed (key" not in output
-    # a function body in a module evaluate imports: DVC reruns the stage and no cached task is reused
-    edit_function_body(repo / "src/medlab/evaluate/text_metrics.py", "rouge_l")
+    # a behaviour change in a module evaluate imports (ROUGE-L always 0), and in the simulated
+    # teacher (never a fault): both stages rerun, no cached task or call answers for the old code
+    edit_function_body(sources["evaluate/text_metrics.py"], "rouge_l", "return 0.0")
+    edit_function_body(sources["embedded/teacher.py"], "draw_fault", 'return "none"')
     assert "evaluate@base:" in dvc(repo, "status", "evaluate@base")
-    output = dvc(repo, "repro", "-s", "evaluate@base")
+    output = dvc(repo, "repro", "-s", "generate", "evaluate@base")
     again = json.loads(timing.read_text())
     assert again["tasks_reused"] == [] and sorted(again["tasks_computed"]) == sorted(computed)
     assert "] computed (key" in output and "reused (finished" not in output
+    edited = data_hashes(repo)
+    assert all(edited[k] != before[k] for k in ("data/generate", "reports/metrics/evaluate/base.json"))
+    # The original code, in a fresh copy, with the caches the edited code left behind: the
+    # original outputs, byte for byte (nothing stale comes back)
+    for name, path in sources.items():
+        path.write_text(originals[name], encoding="utf-8")
+    warm = repo_copy(tmp_path_factory.mktemp("warm"))
+    shutil.copytree(repo / ".cache", warm / ".cache")
+    dvc(warm, "repro", "generate", "evaluate@base")
+    after = data_hashes(warm)
+    assert {"data/generate", "data/evaluate/base", "reports/metrics/evaluate/base.json"} <= after.keys()
+    assert all(after[k] == before[k] for k in after), {k: (before[k], after[k]) for k in after if after[k] != before[k]}

@@ -73,13 +73,14 @@ def run_dvc(repo: Path, *args: str) -> tuple[str, float]:
     return output, seconds
 
 
-def edit_function_body(file: Path, function: str) -> None:
-    """Add a statement to ``function``'s body, before its first statement after the
-    docstring: a code change as far as any cache or DVC can tell (behaviour kept)."""
+def edit_function_body(file: Path, function: str, statement: str = "_edited = True") -> None:
+    """Add ``statement`` to ``function``'s body, before its first statement after the
+    docstring: by default a code change as far as any cache or DVC can tell, behaviour
+    kept; ``return ...`` changes the behaviour too."""
     source = file.read_text(encoding="utf-8")
     node = next(n for n in ast.walk(ast.parse(source))
                 if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == function)
     first = node.body[1] if isinstance(node.body[0], ast.Expr) and len(node.body) > 1 else node.body[0]
     lines = source.splitlines(keepends=True)
-    lines.insert(first.lineno - 1, " " * first.col_offset + "_edited = True\n")
+    lines.insert(first.lineno - 1, " " * first.col_offset + statement + "\n")
     file.write_text("".join(lines), encoding="utf-8")
