@@ -114,7 +114,7 @@ def expanded() -> list[tuple[str, dict]]:
 def test_dependencies_exist_or_are_produced():
     produced = set()
     for _, stage in expanded():
-        for out in stage.get("outs", []):
+        for out in (*stage.get("outs", []), *stage.get("metrics", [])):
             produced.add(out if isinstance(out, str) else next(iter(out)))
     for name, stage in expanded():
         for dep in stage.get("deps", []):
@@ -124,14 +124,24 @@ def test_dependencies_exist_or_are_produced():
             assert exists or made, f"{name}: dependency {dep} neither exists nor is produced"
 
 
-def test_metrics_and_plots_come_from_stage_outputs():
+def test_metrics_are_committed_and_plots_come_from_stage_outputs():
+    """Each stage declares its metrics (stage-level ``metrics:``, so DVC's run cache stays on)
+    under reports/metrics/ with cache: false: committed to git with dvc.lock, shown by
+    `dvc metrics show` in a fresh clone. Every stage but the report has some."""
+    for name, stage in STAGES.items():
+        metrics = stage.get("metrics", [])
+        assert bool(metrics) == (name != "report"), f"{name}: metrics {metrics}"
+        for entry in metrics:
+            path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+            assert path.startswith("reports/metrics/") and options.get("cache") is False, (name, entry)
+        assert not [o for o in stage.get("outs", []) if str(o).startswith("reports/metrics")], name
     produced = {o if isinstance(o, str) else next(iter(o))
                 for s in STAGES.values() for o in s.get("outs", [])}
+
     def made(path):  # an output, inside one, or a folder of a fanned-out stage's outputs
         return any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in produced)
 
-    for metric in DVC["metrics"]:
-        assert made(metric), metric
+    assert "metrics" not in DVC  # declared by the stages, once
     for plot in DVC["plots"]:
         for plot_id, spec in plot.items():
             for path in spec.get("y", [plot_id]):  # no y: the plot id is the path

@@ -75,7 +75,8 @@ def pipeline_stages(root: Path, params: Mapping, skip: Sequence[str] = (REPORT_S
 
 
 def _outs(stage: dict) -> list[str]:
-    return [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
+    """Every file or folder a stage writes: its outs and its (stage-level) metrics."""
+    return [o if isinstance(o, str) else next(iter(o)) for o in (*stage.get("outs", []), *stage.get("metrics", []))]
 
 
 def stage_pages(root: Path, params: Mapping) -> list[tuple[str, str]]:
