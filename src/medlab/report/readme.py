@@ -22,7 +22,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from medlab.records import atomic_write_text
-from medlab.report.site import ReportError, _environment, num, read_json
+from medlab.report.site import ReportError, environment, num, read_json
 
 BEGIN = "<!-- results: written by `make readme` from reports/metrics/, params.yaml and benchmarks/results/; do not edit by hand -->"
 END = "<!-- /results -->"
@@ -167,7 +167,7 @@ def context(root: Path) -> dict:
 
 
 def render_block(root: Path) -> str:
-    env = _environment()
+    env = environment()
     env.filters.update(signed=signed, interval=interval, difference=difference, span=span, percent=percent,
                        span_percent=span_percent, bold_if=bold_if)
     body = env.get_template("readme_results.md.j2").render(**context(root)).strip()

@@ -370,7 +370,8 @@ def pvalue(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The templates folder with the number filters (num, est, pvalue); the page and README.md use it."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("medlab.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html.j2"]), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -380,7 +381,7 @@ def _environment() -> jinja2.Environment:
 
 def render(context: Mapping, reports_dir: Path) -> dict[str, Path]:
     """Write index.html and README.md into ``reports_dir`` (each whole, or not at all)."""
-    env = _environment()
+    env = environment()
     html = env.get_template("index.html.j2").render(**context)
     markdown = env.get_template("README.md.j2").render(**context)
     written = {"html": Path(reports_dir) / "index.html", "markdown": Path(reports_dir) / "README.md"}
