@@ -67,7 +67,7 @@ def test_every_stage_ran_and_produced_its_outputs(first_run):
                                        *(f"finetune@{r}" for r in RECIPES), *EVALUATED, *PROBED, "compare",
                                        "report"}
     for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter",
-                 "10_compare", "11_report"):
+                 "12_compare", "13_report"):
         assert (repo / "reports/notebooks" / f"{stem}.ipynb").is_file()
         html = (repo / "reports/html" / f"{stem}.html").read_text(encoding="utf-8")
         assert "<html" in html and "Traceback" not in html

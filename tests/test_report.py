@@ -48,7 +48,7 @@ def test_the_page_lists_every_stage_page_of_dvc_yaml():
     models, recipes = PARAMS["evaluate"]["models"], PARAMS["finetune"]["recipes"]
     assert len(pages) == 7 + len(recipes) + 2 * len(models)  # 7 single stages (not the report itself)
     assert ("finetune@two_stage_disc", "reports/html/07_finetune_two_stage_disc.html") in pages
-    assert ("compare", "reports/html/10_compare.html") in pages
+    assert ("compare", "reports/html/12_compare.html") in pages
     assert all(stage != "report" for stage, _ in pages)
     single, verbs, rows = site.page_grid(pages, order=list(models))
     assert [p["stage"] for p in single][:2] == ["knowledge", "corpus"] and verbs == ["finetune", "evaluate", "probe"]

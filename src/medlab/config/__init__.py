@@ -37,6 +37,7 @@ from medlab.evaluate.params import (
 from medlab.filter.params import FilterParams, self_judging
 from medlab.finetune.params import FinetuneParams, context_problem
 from medlab.generate.params import GenerateParams
+from medlab.human.params import BlindParams, UnblindParams, human_problems
 from medlab.knowledge.params import KnowledgeParams
 from medlab.paths import project_root
 from medlab.pretrain.params import PretrainParams
@@ -79,6 +80,8 @@ class Params(Section):
     finetune: FinetuneParams
     evaluate: EvaluateParams
     probe: ProbeParams
+    blind: BlindParams
+    unblind: UnblindParams
     compare: CompareParams
     report: ReportParams
 
@@ -92,7 +95,7 @@ class Params(Section):
         if (why := context_problem(self)) is not None:
             out.append((("finetune", "train", "max_length"), why))
         out += [(("evaluate", "models", name), why) for name, why in unknown_recipe_models(self)]
-        return out + compare_problems(self)
+        return out + compare_problems(self) + human_problems(self)
 
 
 # ------------------------------------------------------------------------ loading
