@@ -51,7 +51,8 @@ def test_every_stage_owns_its_params_section():
     from medlab.config import Params
 
     owners = {"base": "medlab.config", "runtime": "medlab.config", "compare": "medlab.evaluate.params",
-              "corpus": "medlab.embedded.corpus.params", "benchmark": "medlab.embedded.benchmark.params"}
+              "corpus": "medlab.embedded.corpus.params", "benchmark": "medlab.embedded.benchmark.params",
+              "blind": "medlab.human.params", "unblind": "medlab.human.params"}
     for section, field in Params.model_fields.items():
         assert field.annotation.__module__ == owners.get(section, f"medlab.{section}.params"), section
     # a params module reads no stage code at import time (lazy imports inside checks only)

@@ -244,8 +244,8 @@ def test_evaluate_and_compare_name_only_known_models(root, tmp_path):
     message = error_of(path, root)
     assert f"params.yaml:{line_of(path, 'baseline: gpt4')}: compare.baseline: 'gpt4' is not in evaluate.models" \
         in message
-    path = write_variant(tmp_path, root, "    - [general_to_specific, specific_only]",
-                         "    - [general_to_specific, general_to_specific]")
+    path = write_variant(tmp_path, root, "    - [general_to_specific, specific_only]  # Hypnos: general",
+                         "    - [general_to_specific, general_to_specific]  # Hypnos: general")
     assert "compare.pairs.0: a pair is two model names" in error_of(path, root)
     path = write_variant(tmp_path, root, "    headline: cloze", "    headline: letterz")
     assert "evaluate.mcq.headline" in error_of(path, root)
@@ -325,3 +325,18 @@ def test_a_key_whose_comment_differs_from_its_model_is_named_and_rewritten():
     assert field_spec(Inner.model_fields["path"]) == "str or null"
     with pytest.raises(ValueError, match="line 1: steps: a flow list"):
         write("steps: [1,\n  2]\n", Tiny)
+
+
+def test_human_evaluation_names_known_models_a_known_task_and_a_sane_overlap(root, tmp_path):
+    path = write_variant(tmp_path, root, "    - [general_to_specific, specific_only]  # Hypnos' claim",
+                         "    - [general_to_specific, gpt4]  # Hypnos' claim")
+    line = line_of(path, "[general_to_specific, gpt4]")
+    assert f"params.yaml:{line}: blind.pairs.0: 'gpt4' is not in evaluate.models" in error_of(path, root)
+    path = write_variant(tmp_path, root, "  task: anesthesia_qa  # str", "  task: cmb_clin  # str")
+    assert "blind.task: 'cmb_clin' is not in evaluate.tasks" in error_of(path, root)
+    path = write_variant(tmp_path, root, "  overlap: 10  # int", "  overlap: 30  # int")
+    assert "blind.overlap: 30 shared items per pair, but only 20 items per pair" in error_of(path, root)
+    path = write_variant(tmp_path, root, "  raters: [r1, r2, r3]", "  raters: [r1, dr smith]")
+    assert "blind.raters.1: 'dr smith': rater ids are letters, digits, _ and -" in error_of(path, root)
+    path = write_variant(tmp_path, root, "  ratings_dir: ratings", "  ratings_dir: returned")
+    assert "unblind.ratings_dir:" in error_of(path, root) and "returned is not a folder" in error_of(path, root)

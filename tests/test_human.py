@@ -17,7 +17,7 @@ from medlab.llm.cache import CallCache
 
 DIMS = ["accuracy", "helpfulness"]
 MODELS = ("alpha_model", "beta_model", "gamma_model")
-VOICE = dict(zip(MODELS, "甲乙丙"))  # each model's answers are marked with its own character, never its name
+VOICE = dict(zip(MODELS, "甲乙丙", strict=False))  # each model's answers are marked with its own character, never its name
 
 
 def fake_answers(n: int = 12) -> dict[str, dict[str, dict]]:
@@ -37,7 +37,7 @@ def exported(tmp_path):
 
 
 def full_rating(unit: str, a=(4, 3), b=(2, 2), preference="A", comment="") -> dict:
-    return {"unit": unit, "scores": {"A": dict(zip(DIMS, a)), "B": dict(zip(DIMS, b))}, "preference": preference,
+    return {"unit": unit, "scores": {"A": dict(zip(DIMS, a, strict=False)), "B": dict(zip(DIMS, b, strict=False))}, "preference": preference,
             "comment": comment}
 
 
@@ -294,7 +294,7 @@ def test_agreement_of_simulated_raters_falls_as_their_noise_grows_and_matches_ka
     scores, prefs = simulated_raters(400, 0.2, 2)
     a = [p["outcome"] for p in prefs if p["rater"] == "r1"]
     b = [p["outcome"] for p in prefs if p["rater"] == "r2"]
-    p_o = np.mean([x == y for x, y in zip(a, b)])
+    p_o = np.mean([x == y for x, y in zip(a, b, strict=False)])
     p_e = sum(a.count(c) / len(a) * b.count(c) / len(b) for c in ("a", "tie", "b"))
     assert values[0]["preference"]["kappa_mean"] == pytest.approx((p_o - p_e) / (1 - p_e))
 

@@ -46,7 +46,7 @@ def test_an_empty_file_counts_as_missing(tmp_path):
 def test_the_page_lists_every_stage_page_of_dvc_yaml():
     pages = site.stage_pages(ROOT, PARAMS)
     models, recipes = PARAMS["evaluate"]["models"], PARAMS["finetune"]["recipes"]
-    assert len(pages) == 7 + len(recipes) + 2 * len(models)  # 7 single stages (not the report itself)
+    assert len(pages) == 9 + len(recipes) + 2 * len(models)  # 9 single stages (not the report itself)
     assert ("finetune@two_stage_disc", "reports/html/07_finetune_two_stage_disc.html") in pages
     assert ("compare", "reports/html/12_compare.html") in pages
     assert all(stage != "report" for stage, _ in pages)
@@ -181,7 +181,7 @@ def test_a_source_notebook_run_as_jupyterlab_runs_it_shows_its_figures(tmp_path)
     import nbformat
     from nbclient import NotebookClient
 
-    for name in ("dvc.yaml", "params.yaml", "notebooks/01_knowledge.ipynb", "external/README.md"):
+    for name in ("dvc.yaml", "params.yaml", "notebooks/01_knowledge.ipynb", "external/README.md", "ratings/README.md"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "samples", tmp_path / "samples")  # params.yaml names files in it

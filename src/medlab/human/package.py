@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.records import atomic_write_text
-
 # Chinese labels and the one-line instruction raters see (the rubric judge's wording,
 # medlab.evaluate.judges.DIMENSIONS, so humans and judge grade the same thing)
 from medlab.evaluate.judges import DIMENSIONS
+from medlab.records import atomic_write_text
 
 LABELS = ("A", "B")
 PREFERENCES = ("A", "tie", "B")  # 回答A更好 / 差不多 / 回答B更好

@@ -33,6 +33,7 @@ SECTIONS = {  # id -> heading; the browser check looks for every one
     "data": "Data",
     "training": "Training",
     "evaluation": "Evaluation",
+    "human": "Human evaluation",
     "bias": "Bias probing",
     "timing": "Stage times",
     "notebooks": "Executed notebooks",
@@ -297,8 +298,8 @@ def collect(root: Path, params: Mapping, title: str = "medlab results") -> dict:
     check_present(root, needed_files(root, params))
     models, recipes = list(params["evaluate"]["models"]), list(params["finetune"]["recipes"])
     metric = {k: read_json(root, f"reports/metrics/{k}.json")
-              for k in ("knowledge", "corpus", "benchmark", "pretrain", "generate", "filter", "compare",
-                        "probe_validity")}
+              for k in ("knowledge", "corpus", "benchmark", "pretrain", "generate", "filter", "blind", "unblind",
+                        "compare", "probe_validity")}
     validity = metric["probe_validity"]
     pages = stage_pages(root, params)
     timings = []
@@ -329,6 +330,9 @@ def collect(root: Path, params: Mapping, title: str = "medlab results") -> dict:
         "best": compare.get("best_anesthesia_mcq", {}),
         "baseline": compare.get("baseline"),
         "validity": validity,
+        "human": {"blind": metric["blind"], "unblind": metric["unblind"],
+                  "pages": {r: f"blind/{r}/rate.html" for r in metric["blind"]["raters"]},
+                  "figure": "unblind/overview.png" if metric["unblind"]["rated"] else None},
         "scales": list(params["probe"]["scales"]),
         "target_group": params["probe"]["target_group"],
         "bias": _bias_rows(root, models, list(params["probe"]["scales"]), validity.get("target_pair")),
