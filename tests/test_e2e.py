@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.raters import fill_rating_page
 from helpers.workspace import clean_copy, edit_function_body, run_dvc
 from ruamel.yaml import YAML
 
@@ -64,10 +65,10 @@ def first_run(tmp_path_factory):
 def test_every_stage_ran_and_produced_its_outputs(first_run):
     repo, output = first_run
     assert set(stages_run(output)) == {"knowledge", "corpus", "benchmark", "pretrain", "generate", "filter",
-                                       *(f"finetune@{r}" for r in RECIPES), *EVALUATED, *PROBED, "compare",
-                                       "report"}
+                                       *(f"finetune@{r}" for r in RECIPES), *EVALUATED, *PROBED, "blind", "unblind",
+                                       "compare", "report"}
     for stem in ("01_knowledge", "02_corpus", "03_benchmark", "04_pretrain", "05_generate", "06_filter",
-                 "12_compare", "13_report"):
+                 "10_blind", "11_unblind", "12_compare", "13_report"):
         assert (repo / "reports/notebooks" / f"{stem}.ipynb").is_file()
         html = (repo / "reports/html" / f"{stem}.html").read_text(encoding="utf-8")
         assert "<html" in html and "Traceback" not in html
@@ -277,7 +278,7 @@ def test_probe_outputs_and_validity_report(first_run):
 def test_report_shows_this_run_and_names_a_missing_input(first_run):
     repo, _ = first_run
     page = (repo / "reports/index.html").read_text(encoding="utf-8")
-    for section in ("run", "data", "training", "evaluation", "bias", "timing", "notebooks"):
+    for section in ("run", "data", "training", "evaluation", "human", "bias", "timing", "notebooks"):
         assert f'<section id="{section}">' in page
     compared = json.loads((repo / "reports/metrics/compare.json").read_text())
     best = compared["best_anesthesia_mcq"]
@@ -292,6 +293,7 @@ def test_report_shows_this_run_and_names_a_missing_input(first_run):
     for model in MODELS:
         assert f'href="html/09_probe_{model}.html"' in page
     assert "simulated" in page and "clean copy" in page  # the teacher is named simulated; the git subject
+    assert "No ratings returned yet" in page and 'href="blind/r1/rate.html"' in page
     readme = (repo / "reports/README.md").read_text(encoding="utf-8")
     assert all(f"| {m} |" in readme for m in MODELS) and shown in readme
     from PIL import Image
@@ -407,3 +409,40 @@ def test_caches_follow_the_code_and_a_warm_cache_from_other_code_returns_nothing
     after = data_hashes(warm)
     assert {"data/generate", "data/evaluate/base", "reports/metrics/evaluate/base.json"} <= after.keys()
     assert all(after[k] == before[k] for k in after), {k: (before[k], after[k]) for k in after if after[k] != before[k]}
+
+
+def test_human_evaluation_round_trip_on_the_pipelines_models(first_run, tmp_path):
+    """Issue 17 §2: the blind stage's pages filled in by two scripted raters in headless
+    Chromium, returned to ratings/, and the unblind, compare and report stages rerun on them.
+    Runs last: it adds rating files to the copy (single-stage reruns, whatever earlier tests edited)."""
+    repo, _ = first_run
+    manifest = json.loads((repo / "reports/blind/manifest.json").read_text())
+    key = json.loads((repo / "data/blind/key.json").read_text())
+    assert set(manifest["raters"]) == {"r1", "r2"} and len(key) == 2 * 4
+
+    def rater(offset: int):
+        def choose(unit, answers, dims):  # a longer answer scores higher; r2 one point lower on some units
+            score = {label: min(5, 1 + len(text) // 8) for label, text in answers.items()}
+            if offset and int(unit[1:]) % 3 == 0:
+                score = {label: max(1, s - offset) for label, s in score.items()}
+            preference = "tie" if score["A"] == score["B"] else max(score, key=score.get)
+            return {label: dict.fromkeys(dims, s) for label, s in score.items()}, preference, ""
+        return choose
+
+    for name, offset in (("r1", 0), ("r2", 1)):
+        fill_rating_page(repo / f"reports/blind/{name}/rate.html", repo / "ratings", rater(offset))
+    output = dvc(repo, "repro", "-s", "unblind", "compare", "report")
+    assert stages_run(output) == ["unblind", "compare", "report"]
+    human = json.loads((repo / "reports/metrics/unblind.json").read_text())
+    assert human["rated"] and len(human["files"]) == 2
+    summary = human["summary"]
+    assert summary["raters"] == ["r1", "r2"] and summary["ratings"] == sum(len(v) for v in manifest["raters"].values())
+    assert set(summary["win_tie_lose"]) == {f"{a} vs {b}" for a, b in
+                                            json.loads((repo / "reports/metrics/blind.json").read_text())["pairs"]}
+    for w in summary["win_tie_lose"].values():
+        assert w["win"] + w["tie"] + w["lose"] == pytest.approx(1.0)
+    assert summary["agreement"]["accuracy"]["n_multi"] == 2 * 2 * 2  # 2 shared units x 2 pairs x 2 answers
+    assert json.loads((repo / "reports/metrics/compare.json").read_text())["human"] == summary
+    page = (repo / "reports/index.html").read_text(encoding="utf-8")
+    assert "No ratings returned yet" not in page and "Krippendorff" in page
+    assert 'src="figures/unblind/overview.png"' in page

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.raters import fill_rating_page
 
 from medlab.human import agreement, package, ratings, summary
 from medlab.human.judge import judge_units
@@ -104,35 +105,23 @@ def test_label_studio_config_names_every_column_the_importer_reads(exported):
 
 # ------------------------------------------------------------------ the page, in a real browser
 def test_the_rating_page_filled_in_headless_chromium_saves_a_file_the_import_accepts(exported, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    from medlab.report.browser import FLAGS, find_browser
-
     units, key, man = exported
-    page_path = tmp_path / "blind/r1/rate.html"
     assigned = man["raters"]["r1"]
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(find_browser()), args=FLAGS)
-        try:
-            context = chromium.new_context(accept_downloads=True)
-            tab = context.new_page()
-            tab.goto(page_path.as_uri())
-            assert tab.locator("#progress").inner_text() == f"已完成 0 / {len(assigned)} 题"
-            for n, unit in enumerate(assigned):  # rater r1: A gets 5/4, B gets 2/1; prefers A, except a tie on #0
-                for label, values in (("A", (5, 4)), ("B", (2, 1))):
-                    for d, v in zip(DIMS, values, strict=True):
-                        tab.check(f'input[name="{unit}/{label}/{d}"][value="{v}"]')
-                tab.check(f'input[name="{unit}/preference"][value="{"tie" if n == 0 else "A"}"]')
-            tab.fill(f'textarea[name="{assigned[1]}/comment"]', "回答A更完整")
-            assert tab.locator("#progress").inner_text() == f"已完成 {len(assigned)} / {len(assigned)} 题"
-            tab.reload()  # what a rater typed survives a reload (saved in the browser)
-            assert tab.locator("#progress").inner_text() == f"已完成 {len(assigned)} / {len(assigned)} 题"
-            with tab.expect_download() as download:
-                tab.click("#save")
-            saved = tmp_path / "returned" / download.value.suggested_filename
-            download.value.save_as(saved)
-        finally:
-            chromium.close()
+
+    def choose(unit, answers, dims):  # A gets 5/4, B gets 2/1; A preferred, except a tie on the first unit
+        assert dims == DIMS and answers == {u.id: u for u in units}[unit].answers  # the page shows the unit
+        comment = "回答A更完整" if unit == assigned[1] else ""
+        return {"A": {"accuracy": 5, "helpfulness": 4}, "B": {"accuracy": 2, "helpfulness": 1}}, \
+            "tie" if unit == assigned[0] else "A", comment
+
+    def check(tab):  # every unit counted complete, and what the rater clicked survives a reload
+        assert tab.locator("#progress").inner_text() == f"已完成 {len(assigned)} / {len(assigned)} 题"
+        tab.reload()
+        assert tab.locator("#progress").inner_text() == f"已完成 {len(assigned)} / {len(assigned)} 题"
+        assert tab.locator("section.unit.done").count() == len(assigned)
+
+    (tmp_path / "returned").mkdir()
+    saved = fill_rating_page(tmp_path / "blind/r1/rate.html", tmp_path / "returned", choose, check)
     assert saved.name == f"ratings_r1_{man['package']}.json"
     rated = ratings.load_ratings([saved], man)
     assert len(rated) == len(assigned) and {r.rater for r in rated} == {"r1"}

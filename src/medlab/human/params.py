@@ -61,4 +61,7 @@ def human_problems(params) -> list[tuple[tuple, str]]:
                 for name in pair if name not in params.evaluate.models]
     if params.blind.task not in params.evaluate.tasks:
         out.append((("blind", "task"), f"{params.blind.task!r} is not in evaluate.tasks {params.evaluate.tasks}"))
+    if 0 < params.evaluate.qa.items < params.blind.items:
+        out.append((("blind", "items"), f"{params.blind.items} questions per pair, but evaluate.qa.items answers only "
+                                        f"{params.evaluate.qa.items}"))
     return out
