@@ -36,3 +36,13 @@ def make_backend(cfg, root: Path, kb=None, seed: int = 0, runtime=None, key: str
                              revision=o.revision, seed=o.seed, max_failed_fraction=o.max_failed_fraction,
                              params_key=f"{key}.openai")
     raise LLMError(f"unknown backend {cfg.backend!r} ({key}.backend)")
+
+
+def make_patient(cfg, root: Path, runtime=None) -> Backend:
+    """The patient ``evaluate.consult.patient`` asks for: the embedded simulated patient
+    (rule-based, answers from the case's facts), a local ``hf`` model or an endpoint."""
+    if cfg.backend == "simulated":
+        from medlab.embedded.patient import SimulatedPatient
+
+        return SimulatedPatient()
+    return make_backend(cfg, root, runtime=runtime, key="evaluate.consult.patient")

@@ -10,7 +10,9 @@ items both answered, and treats each item as the unit that is resampled:
 * QA: grounded correctness the same way (items with gold entities only), and ROUGE-L
   (characters) by paired bootstrap;
 * NER: difference of micro-F1, bootstrapping sentences (each contributes its true
-  positives, predicted and gold counts to both models' F1 at once).
+  positives, predicted and gold counts to both models' F1 at once);
+* consultations: the diagnosis named (0/1 per case) like MCQ, and the share of findings
+  elicited by paired bootstrap beside it.
 
 Many comparisons are made at once, so p-values are also given Holm-adjusted over the
 whole family (``holm``): a "significant" row then holds at 5% family-wise error.
@@ -27,8 +29,10 @@ from medlab.stats import mcnemar, paired_bootstrap
 
 
 def task_kind(task: str, outcome=None) -> str:
-    """mcq | qa | ner, from an outcomes key (and one outcome: a dict is a graded answer,
-    as QA and CMB-Clin tasks write them)."""
+    """mcq | qa | ner | consult, from an outcomes key (and one outcome: a dict is a graded
+    answer, as QA and CMB-Clin tasks write them; one with ``elicited`` a consultation's measures)."""
+    if isinstance(outcome, Mapping) and "elicited" in outcome:
+        return "consult"
     if isinstance(outcome, Mapping) or task.endswith("_qa"):
         return "qa"
     if task.endswith("ner") or task.startswith("ner"):
@@ -67,6 +71,18 @@ def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: in
         out["mcnemar"] = mcnemar(x, y)
         out["metric"] = "acc"
         out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
+        return out
+    if kind == "consult":  # diagnosis named (0/1, McNemar) where the case knows it; elicited share beside it
+        graded = [i for i in ids if a[i]["diagnosis"] is not None and b[i]["diagnosis"] is not None]
+        x = np.array([a[i]["diagnosis"] for i in graded], dtype=float)
+        y = np.array([b[i]["diagnosis"] for i in graded], dtype=float)
+        out = paired_bootstrap(x, y, n_boot=n_boot, seed=seed)
+        out["mcnemar"] = mcnemar(x, y)
+        out["metric"] = "diagnosis"
+        out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
+        both = [i for i in ids if a[i]["elicited"] is not None and b[i]["elicited"] is not None]
+        out["elicited"] = paired_bootstrap([a[i]["elicited"] for i in both], [b[i]["elicited"] for i in both],
+                                           n_boot=n_boot, seed=seed)
         return out
     if kind == "qa" and not any(a[i]["grounded"] is not None for i in ids):  # no gold entities (CMB-Clin)
         rx = np.array([a[i]["rouge_l_char"] for i in ids])
@@ -145,6 +161,8 @@ COLUMNS = {  # column name -> (path in the metrics file, CI path or None)
     "QA ROUGE-L (char)": (("anesthesia_qa", "rouge_l_char"), None),
     "QA BLEU": (("anesthesia_qa", "bleu"), None),
     "NER F1": (("kb_ner", "f1"), ("kb_ner", "f1_ci")),
+    "consult: findings elicited": (("anesthesia_consult", "elicited"), ("anesthesia_consult", "elicited_ci")),
+    "consult: diagnosis named": (("anesthesia_consult", "diagnosis"), ("anesthesia_consult", "diagnosis_ci")),
 }
 
 

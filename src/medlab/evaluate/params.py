@@ -9,7 +9,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from medlab.llm.params import RubricJudgeParams
+from medlab.llm.params import (
+    DecodingParams,
+    HFTeacherParams,
+    OpenAITeacherParams,
+    RubricJudgeParams,
+)
 from medlab.section import ConfigError, Section, model_path_problem
 
 
@@ -32,6 +37,22 @@ class EvalNerParams(Section):
     max_new_tokens: int = Field(ge=1)
 
 
+class PatientParams(Section):
+    """Who plays the patient: the embedded rule-based patient, a local model or an endpoint."""
+
+    backend: Literal["simulated", "hf", "openai"]
+    hf: HFTeacherParams
+    openai: OpenAITeacherParams
+    decoding: DecodingParams
+
+
+class EvalConsultParams(Section):
+    cases: int = Field(ge=0)
+    max_turns: int = Field(ge=1, le=20)
+    max_new_tokens: int = Field(ge=1)
+    patient: PatientParams
+
+
 class EvalJudgeParams(RubricJudgeParams):
     """The filter's rubric-judge settings, plus ``none`` (no judge: the embedded default)."""
 
@@ -48,6 +69,7 @@ class EvaluateParams(Section):
     mcq: EvalMcqParams
     qa: EvalQaParams
     ner: EvalNerParams
+    consult: EvalConsultParams
     judge: EvalJudgeParams
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
@@ -84,6 +106,12 @@ class EvaluateParams(Section):
             resolve(self.tasks, [d for d in self.task_dirs if (root / d).is_dir()], root)
         except ConfigError as exc:
             out += [(("tasks",), line) for line in str(exc).splitlines()]
+        patient = self.consult.patient
+        if patient.backend == "hf":
+            if patient.hf.name_or_path is None:
+                out.append((("consult", "patient", "hf", "name_or_path"), "required when backend is 'hf'"))
+            elif problem := model_path_problem(patient.hf.name_or_path, root):
+                out.append((("consult", "patient", "hf", "name_or_path"), problem))
         if self.judge.backend == "hf":
             if self.judge.hf.name_or_path is None:
                 out.append((("judge", "hf", "name_or_path"), "required when backend is 'hf'"))

@@ -2,8 +2,8 @@
 
 Tasks (declared in task files, ``medlab.evaluate.tasks``): MCQ per task and scoring
 (log-likelihood; ``medlab.evaluate.mcq``), MCQ in generation mode, open QA (greedy;
-``text_metrics``), NER (``ner``) and, when a judge is configured, the rubric judge on
-the QA answers (``judges``).
+``text_metrics``), NER (``ner``), consultations with a patient (``consult``) and, when
+a judge is configured, the rubric judge on the QA answers (``judges``).
 
 Resume: every finished task is saved at once under
 ``.cache/medlab/evaluate/<model>/<task>-<key>.json``, the key hashing the code that
@@ -34,7 +34,7 @@ from medlab.stats import mean_ci
 # The modules an evaluation task's result is computed by: every cached task's key hashes
 # their source and everything they import (task files, judges, scorers, the generation
 # backend), so an edit to any of them recomputes the task and nothing older is reused.
-CODE = ("medlab.evaluate.run", "medlab.evaluate.tasks", "medlab.evaluate.judges")
+CODE = ("medlab.evaluate.run", "medlab.evaluate.tasks", "medlab.evaluate.judges", "medlab.evaluate.consult")
 
 # The domain word of the MCQ instruction ("以下是{domain}单项选择题"), per item domain.
 DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general": "医学", "auto": "医学"}
@@ -142,6 +142,20 @@ def clin_items(task, root: Path, limit: int = 0) -> list:
 
     cases = load_cases(root / task.spec.data, task.spec.format, task.spec.encoding)
     return cases[:limit] if limit else cases
+
+
+def consult_items(task, root: Path, kb, limit: int = 0) -> list:
+    """A consultation task's cases (the first ``limit``; 0 = all): the benchmark's vignettes
+    with their facts from the knowledge base, or CMB-Clin case descriptions."""
+    from medlab.evaluate import consult
+
+    if task.spec.format == "vignettes":
+        cases = consult.vignette_cases(read_jsonl(root / task.spec.data, McqItem), kb, limit)
+    else:
+        cases = consult.clin_cases(clin_items(task, root), limit)
+    if not cases:
+        raise ValueError(f"{root / task.spec.data} (task {task.name}): no case to consult on")
+    return cases
 
 
 def qa_items(task, root: Path, limit: int = 0) -> list[QaItem]:

@@ -8,7 +8,7 @@ a hospital's private exam -- is one file::
 
     # external/tasks/cmb_exam.yaml
     description: CMB-Exam validation split, physician track
-    kind: mcq                 # mcq | qa | ner | clin (CMB-Clin cases)
+    kind: mcq                 # mcq | qa | ner | clin (CMB-Clin cases) | consult (with a patient)
     data: external/cmb/val.json
     format: cmb_exam          # a medlab.formats.mcq reader (mcq), medlab (qa), cmeee | promptcblue | kb_sentences (ner)
     encoding: utf-8           # optional: utf-8 (default, BOM or not) | gb18030 | utf-16
@@ -41,6 +41,9 @@ PROMPTS = {
     "qa": ("qa_chat",),  # the question alone as the user's turn
     "ner": ("ner_zh",),  # the extraction instruction of medlab.evaluate.ner.PROMPT
     "clin": ("clin_chat",),  # the case description, then each question as the next user turn
+    # the patient's opening, then the conversation (medlab.evaluate.consult; the patient's
+    # own system prompt is versioned there: PATIENT_PROMPT_ID)
+    "consult": ("consult_chat",),
 }
 FORMATS = {
     "mcq": get_args(McqFormat),
@@ -49,6 +52,9 @@ FORMATS = {
     # sentences, annotated against the knowledge base; cmeee / promptcblue: their files
     "ner": ("kb_sentences", "cmeee", "promptcblue"),
     "clin": ("cmb_clin",),  # medlab.formats.cases: a case and its chain of questions
+    # vignettes: the benchmark's case vignettes (medlab McqItem JSONL with context, PHI spans
+    # and the diagnosis in meta), facts from the knowledge base; cmb_clin: its case descriptions
+    "consult": ("vignettes", "cmb_clin"),
 }
 
 
@@ -56,7 +62,7 @@ class TaskSpec(Section):
     """One task file's keys."""
 
     description: str = Field(min_length=1)
-    kind: Literal["mcq", "qa", "ner", "clin"]
+    kind: Literal["mcq", "qa", "ner", "clin", "consult"]
     data: str  # path relative to the repository root
     format: str
     domain: Literal["anesthesia", "general_medicine", "auto"]
@@ -74,7 +80,7 @@ class TaskSpec(Section):
         produced = Path(self.data).parts[:1] == ("data",)  # written by a stage before evaluate
         if produced:
             return out
-        if self.kind in ("mcq", "clin") and not out:  # open it and read its first items: format, encoding
+        if (self.kind in ("mcq", "clin") or self.format == "cmb_clin") and not out:  # read its first items
             out += [(("data",), why) for _, why in data_file_problems(
                 self.data, "mcq" if self.kind == "mcq" else "cases", self.format, self.encoding, root)]
         elif not (root / self.data).exists():
