@@ -8,7 +8,7 @@ import pytest
 
 from medlab.embedded.benchmark.build import build_vignettes
 from medlab.embedded.patient import SimulatedPatient, asks_about
-from medlab.evaluate import compare, consult
+from medlab.evaluate import compare, consult, criteria
 from medlab.filter.rules import RuleParams, check
 from medlab.llm.base import ChatRequest, Completion, Decoding, LLMError
 from medlab.llm.cache import CallCache, generate_cached
@@ -102,7 +102,7 @@ def test_the_turn_limit_bounds_a_doctor_who_never_diagnoses(tmp_path):
     assert transcript["ended_by"] == "turn_limit"
     m = consult.measures(CASE, transcript, flag)
     assert m == {"elicited": 0.0, "diagnosis": 0, "advice": 0, "flagged": 0, "flag_reasons": [], "turns": 3,
-                 "ended": 0}
+                 "ended": 0, "criteria_score": None}
 
 
 def test_the_stop_phrase_ends_a_consultation_and_what_was_asked_is_counted(tmp_path):
@@ -186,3 +186,132 @@ def test_two_models_consultations_compare_on_the_diagnosis_with_mcnemar():
     assert result["metric"] == "diagnosis" and result["diff"] == pytest.approx(0.6)
     assert result["mcnemar"]["p"] == pytest.approx(2 * 0.5 ** 6)  # 6 discordant, all for a
     assert result["elicited"]["diff"] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ per-case rubric criteria
+def transcript_of(*texts: str, ended: str = "patient") -> dict:
+    turns = [{"role": "patient", "text": CASE.opening}]
+    turns += [{"role": "doctor" if k % 2 == 0 else "patient", "text": t} for k, t in enumerate(texts)]
+    return {"id": CASE.id, "turns": turns, "ended_by": ended}
+
+
+def test_criteria_from_the_facts_and_their_exact_marks_give_the_documented_scores():
+    rules = criteria.case_criteria(CASE)
+    assert [(c.kind, c.points) for c in rules] == [("elicit", 2), ("elicit", 2), ("diagnosis", 5),
+                                                   ("wrong_diagnosis", -3), ("premature", -2), ("advice", 3)]
+    good = transcript_of("有没有肌强直？", "有的，还有肌强直。", "考虑恶性高热，给予丹曲林。", consult.END_PHRASE)
+    marks = [criteria.exact_met(c, CASE, good) for c in rules]
+    assert marks == [True, False, True, False, False, True]
+    assert criteria.score(rules, marks) == pytest.approx((2 + 5 + 3) / 12)  # the docstring's example
+    wrong = transcript_of("有没有肌强直？", "有的，还有肌强直。", "考虑术后寒战。", consult.END_PHRASE)
+    assert criteria.score(rules, [criteria.exact_met(c, CASE, wrong) for c in rules]) == 0.0  # (2 - 3) clipped
+    hasty = transcript_of("是恶性高热。", consult.END_PHRASE)
+    assert [criteria.exact_met(c, CASE, hasty) for c in rules][4] is True  # a diagnosis before any question
+    with_criteria = consult.ConsultCase(**{**vars(CASE), "criteria": tuple(rules)})
+    assert consult.measures(with_criteria, good)["criteria_score"] == pytest.approx(10 / 12)
+    assert criteria.score(rules, [None, *marks[1:]]) is None  # an ungraded criterion: no score
+
+
+class MarkingJudge:
+    """Marks a criterion as its exact answer, except elicit criteria, which it always calls met;
+    answers garbage on the first try for diagnosis criteria (retried, then parsed)."""
+
+    name, model, batch_size = "marking", "grader-1", 8
+
+    def __init__(self, truth: dict[str, bool]):
+        self.truth = truth
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            text = r.messages[-1]["content"]
+            criterion = text.split("评分标准：")[1].split("\n")[0]
+            if "明确给出诊断" in criterion and "上次的输出无法解析" not in text:
+                out.append(Completion(text="嗯……"))
+                continue
+            met = True if "了解到" in criterion else self.truth[criterion]
+            out.append(Completion(text="满足" if met else "不满足。理由：没有提到。"))
+        return out
+
+
+def test_the_judge_grader_is_checked_against_the_exact_marks(tmp_path):
+    rules = criteria.case_criteria(CASE)
+    good = transcript_of("有没有肌强直？", "有的，还有肌强直。", "考虑恶性高热，给予丹曲林。", consult.END_PHRASE)
+    exact = [criteria.exact_met(c, CASE, good) for c in rules]
+    judge = MarkingJudge({c.text: m for c, m in zip(rules, exact, strict=True)})
+    graded = criteria.grade_with_judge([(good, c) for c in rules], judge, CallCache(tmp_path / "c.sqlite"),
+                                       Decoding(max_new_tokens=16), max_attempts=2)
+    assert graded["unparseable"] == 0 and graded["marks"] == [True, True, True, False, False, True]
+    agreement = criteria.grader_agreement([c.kind for c in rules], exact, graded["marks"])
+    assert agreement["all"]["n"] == 6 and agreement["all"]["accuracy"] == pytest.approx(5 / 6)
+    assert agreement["elicit"]["accuracy"] == 0.5 and agreement["diagnosis"]["accuracy"] == 1.0
+    # macro F1 over met / not met: met F1 = 2*3/(2*3+1) = 6/7, not met F1 = 2*2/(2*2+1) = 4/5
+    assert agreement["all"]["macro_f1"] == pytest.approx((6 / 7 + 4 / 5) / 2)
+    assert criteria.parse_mark("**不满足**") is False and criteria.parse_mark("满足。") is True
+    assert criteria.parse_mark("也许") is None
+
+
+def test_file_criteria_in_healthbench_layout_load_and_bad_ones_name_the_line(tmp_path):
+    path = tmp_path / "rubrics.jsonl"
+    path.write_text('{"id": "case-1", "rubrics": [{"criterion": "询问过敏史", "points": 3, "tags": ["axis:completeness"]},'
+                    ' {"criterion": "建议大剂量用药", "points": -5, "tags": []}]}\n', encoding="utf-8")
+    loaded = criteria.load_criteria(path)
+    assert [(c.text, c.points, c.kind) for c in loaded["case-1"]] == [("询问过敏史", 3, "file"),
+                                                                       ("建议大剂量用药", -5, "file")]
+    assert criteria.exact_met(loaded["case-1"][0], CASE, transcript_of("好")) is None
+    path.write_text('{"id": "case-1", "rubrics": [{"criterion": "询问过敏史", "points": "3"}]}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"rubrics.jsonl:1: rubrics\[0\]: needs criterion \(text\) and points"):
+        criteria.load_criteria(path)
+
+
+class ConsultJudge:
+    """Rubric of a whole consultation: 4 on every dimension; criteria: always met."""
+
+    name, model, batch_size = "consult_judge", "judge-2", 8
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            text = r.messages[-1]["content"]
+            if "医患问诊对话" in text:
+                assert "参考诊断与处理：诊断：恶性高热；处理：丹曲林、停用触发药物" in text
+                out.append(Completion(text='{"proactivity": 4, "accuracy": 4, "helpfulness": 4, '
+                                           '"linguistic_quality": 4}'))
+            else:
+                out.append(Completion(text="满足"))
+        return out
+
+
+def test_the_judge_grades_saved_consultations_by_rubric_and_by_criteria(tmp_path):
+    case = consult.ConsultCase(**{**vars(CASE), "criteria": tuple(criteria.case_criteria(CASE))})
+    doctor = doctor_over(ScriptedDoctor(["有没有肌强直？", "考虑恶性高热，给予丹曲林。"]), CallCache(tmp_path / "d.sqlite"))
+    patient = consult.patient_answers(SimulatedPatient(), CallCache(tmp_path / "d.sqlite"))
+    result = consult.consult_task([case], doctor, patient, 4, n_boot=0, seed=0, flag=flag)
+    assert result["summary"]["criteria_score"] == pytest.approx(10 / 12)
+    judged = consult.judge_consultations(result["answers"], ConsultJudge(), CallCache(tmp_path / "j.sqlite"),
+                                         Decoding(max_new_tokens=64), 2, 0.5, n_boot=0, seed=0)
+    assert judged["unparseable"] == 0 and judged["rubric"]["proactivity"]["mean"] == 4
+    # a judge that calls every criterion met: negative ones cost points -> (2+2+5+3-3-2)/12
+    assert judged["criteria"]["score"]["mean"] == pytest.approx(7 / 12)
+    assert judged["criteria"]["agreement_with_exact"]["all"]["accuracy"] == pytest.approx(3 / 6)
+
+
+def test_separation_says_when_a_measure_cannot_tell_models_apart():
+    assert compare.separation({"a": (0.1, [0.0, 0.2]), "b": (0.15, [0.05, 0.3])})["separates"] is False
+    apart = compare.separation({"a": (0.1, [0.0, 0.2]), "b": (0.5, [0.3, 0.7]), "c": (0.2, [0.1, 0.35])})
+    assert apart["separates"] is True and apart["spread"] == pytest.approx(0.4)
+    assert compare.separation({"a": (0.0, None), "b": (0.0, None)}) == {"models": 2, "spread": 0.0, "separates": None}
+
+    def row(elicited, ci, proactivity):
+        return {"anesthesia_consult": {"elicited": elicited, "elicited_ci": ci, "diagnosis": 0.0,
+                                       "diagnosis_ci": [0.0, 0.0],
+                                       "judge": {"rubric": {"proactivity": {"mean": proactivity,
+                                                                            "ci": [proactivity - 0.1,
+                                                                                   proactivity + 0.1]}}}}}
+
+    metrics = {"a": row(0.1, [0.0, 0.2], 4.5), "b": row(0.5, [0.4, 0.6], 4.7), "c": row(0.9, [0.8, 1.0], 4.9)}
+    out = compare.consult_separation(metrics, "anesthesia_consult")
+    assert out["measures"]["elicited"]["separates"] is True and out["measures"]["diagnosis"]["separates"] is False
+    assert out["measures"]["advice"] == {"models": 0, "spread": None, "separates": None}
+    assert out["rubric"]["proactivity"]["separates"] is True  # a [4.4, 4.6] and c [4.8, 5.0] are disjoint
+    assert out["correlation"]["proactivity~elicited"] == pytest.approx(1.0)

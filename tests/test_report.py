@@ -13,7 +13,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from medlab.config import read_plain
-from medlab.report import browser, site
+from medlab.report import browser, provenance, site
 from medlab.report.figures import save, use_style
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,15 +60,15 @@ def test_lock_hash_ignores_the_report_entry(tmp_path):
     yaml = YAML(typ="safe")
     with (tmp_path / "dvc.lock").open("w") as f:
         yaml.dump(lock, f)
-    before = site.lock_hash(tmp_path)
+    before = provenance.lock_hash(tmp_path)
     lock["stages"]["report"] = {"cmd": "y"}
     with (tmp_path / "dvc.lock").open("w") as f:
         yaml.dump(lock, f)
-    assert site.lock_hash(tmp_path) == before
+    assert provenance.lock_hash(tmp_path) == before
     lock["stages"]["a"]["outs"][0]["md5"] = "2"
     with (tmp_path / "dvc.lock").open("w") as f:
         yaml.dump(lock, f)
-    assert site.lock_hash(tmp_path) != before
+    assert provenance.lock_hash(tmp_path) != before
 
 
 def test_formatting_and_tables():

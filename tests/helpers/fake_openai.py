@@ -68,6 +68,9 @@ def answer_for(prompt: str, digest: str, messy: bool = False) -> str:
         if style < 0.5:
             return f"选项{letters[0]}不够全面。综合分析，正确答案是**{letter}**。"
         return f"{letter}"
+    if "是否满足这条标准" in prompt:  # a per-case rubric criterion, marked met or not
+        met = rng.choice(["满足", "不满足"])
+        return f"**{met}**。理由：对话中{phrase(6)}。" if messy else met
     if "更好：1" in prompt:  # pairwise verdict
         verdict = rng.choice(["1", "2", "平局"])
         return f"**更好：{verdict}**\n\n理由：两个回答都{phrase(8)}。" if messy else f"更好：{verdict}"

@@ -201,3 +201,44 @@ def markdown_table(rows: Sequence[dict], digits: int = 3) -> str:
     lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += ["| " + r["model"] + " | " + " | ".join(cell(r[c]) for c in names) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+CONSULT_MEASURES = ("elicited", "diagnosis", "advice", "criteria_score", "flagged")
+
+
+def separation(estimates: Mapping[str, tuple[float | None, Sequence[float] | None]]) -> dict:
+    """Whether one measure tells the models apart: the spread of their means and whether any
+    two models' 95% CIs are disjoint (``separates``; None when CIs are missing). A measure
+    whose every CI overlaps every other cannot rank these models, however it is averaged."""
+    known = {m: (v, ci) for m, (v, ci) in estimates.items() if v is not None}
+    if len(known) < 2:
+        return {"models": len(known), "spread": None, "separates": None}
+    means = [v for v, _ in known.values()]
+    cis = [ci for _, ci in known.values()]
+    disjoint = None if any(ci is None for ci in cis) else any(
+        a[1] < b[0] or b[1] < a[0] for k, a in enumerate(cis) for b in cis[k + 1:])
+    return {"models": len(known), "spread": float(max(means) - min(means)), "separates": disjoint}
+
+
+def consult_separation(metrics: Mapping[str, Mapping], task: str) -> dict:
+    """For a consultation task: each judge-free measure's and each judge rubric dimension's
+    separation across models, and (with a judge) the Spearman correlation over models of
+    each rubric dimension with each judge-free measure -- does the judge see what the
+    transcript shows?"""
+    from scipy.stats import spearmanr
+
+    rows = {m: v[task] for m, v in metrics.items() if task in v}
+    out: dict = {"measures": {}, "rubric": {}, "correlation": {}}
+    for name in CONSULT_MEASURES:
+        out["measures"][name] = separation({m: (r.get(name), r.get(f"{name}_ci")) for m, r in rows.items()})
+    judged = {m: r["judge"]["rubric"] for m, r in rows.items() if (r.get("judge") or {}).get("rubric")}
+    dims = sorted({d for r in judged.values() for d in r})
+    for d in dims:
+        out["rubric"][d] = separation({m: (r[d]["mean"], r[d]["ci"]) for m, r in judged.items() if d in r})
+        for name in CONSULT_MEASURES:
+            pairs = [(judged[m][d]["mean"], rows[m].get(name)) for m in judged
+                     if d in judged[m] and rows[m].get(name) is not None]
+            if len(pairs) >= 3 and len({p[0] for p in pairs}) > 1 and len({p[1] for p in pairs}) > 1:
+                rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+                out["correlation"][f"{d}~{name}"] = float(rho)
+    return out

@@ -28,14 +28,18 @@ Judge-free measures per case (``measures``), from the transcript and the case:
 * ``flagged``: a doctor reply breaks one of the filter's rules (empty, repetitive, an
   advert, a phone number, a refusal ...; ``medlab.filter.rules``, passed in as ``flag``:
   the filter already imports evaluate, so evaluate does not import it back);
-* ``turns``: doctor replies given; ``ended``: the patient closed the consultation.
+* ``turns``: doctor replies given; ``ended``: the patient closed the consultation;
+* ``criteria_score``: the case's rubric criteria (``medlab.evaluate.criteria``) marked by
+  their exact answers, points earned over points possible (None for file criteria, which
+  only the judge can mark).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+from medlab.evaluate import criteria as rubric
 from medlab.evaluate.text_metrics import grounded_correct
 from medlab.llm.base import ChatRequest, Decoding
 from medlab.llm.cache import CallCache, generate_cached
@@ -66,6 +70,7 @@ class ConsultCase:
     diagnosis: str | None  # the case's diagnosis (None: not known, e.g. a CMB-Clin case)
     candidates: tuple[str, ...]  # every disease name the doctor could give (the diagnosis included)
     advice: tuple[str, ...]  # treatments and measures that answer the case
+    criteria: tuple = ()  # its rubric criteria (medlab.evaluate.criteria.Criterion)
 
 
 def redact_spans(text: str, spans: Sequence[Mapping]) -> str:
@@ -95,20 +100,24 @@ def vignette_cases(items: Sequence, kb, limit: int = 0) -> list[ConsultCase]:
         found = sorted((s for s in kb.objects(diagnosis, "临床表现") if s in item.context), key=item.context.index)
         if not found:
             continue
-        cases[case_id] = ConsultCase(
+        case = ConsultCase(
             id=case_id, description=redact_spans(item.context, item.phi or []),
             opening=OPENING.format(finding=found[0]), findings=tuple(found), diagnosis=diagnosis,
             candidates=tuple(names),
             advice=tuple(dict.fromkeys([*kb.objects(diagnosis, "药物治疗"), *kb.objects(diagnosis, "处理措施")])))
+        cases[case_id] = replace(case, criteria=tuple(rubric.case_criteria(case)))
     out = list(cases.values())
     return out[:limit] if limit else out
 
 
-def clin_cases(cases: Sequence, limit: int = 0) -> list[ConsultCase]:
+def clin_cases(cases: Sequence, limit: int = 0, criteria: Mapping[str, Sequence] | None = None) -> list[ConsultCase]:
     """CMB-Clin cases as consultations: the patient knows the case description; no findings
-    or diagnosis are known, so only turns, flags and a judge can grade them."""
+    or diagnosis are known, so only turns, flags, a judge and file criteria (by case id,
+    ``medlab.evaluate.criteria.load_criteria``) can grade them."""
+    criteria = criteria or {}
     out = [ConsultCase(id=c.id, description=c.description, opening=f"医生您好，{c.title}，想请您看看。",
-                       findings=(), diagnosis=None, candidates=(), advice=()) for c in cases]
+                       findings=(), diagnosis=None, candidates=(), advice=(),
+                       criteria=tuple(criteria.get(c.id, ()))) for c in cases]
     return out[:limit] if limit else out
 
 
@@ -181,13 +190,15 @@ def measures(case: ConsultCase, transcript: Mapping, flag: Callable[[str], str |
             "diagnosis": int(grounded_correct(said, [case.diagnosis], others)) if case.diagnosis else None,
             "advice": int(any(a in said for a in case.advice)) if case.advice else None,
             "flagged": int(any(reasons)) if flag else None, "flag_reasons": [r for r in reasons if r],
-            "turns": len(doctor), "ended": int(transcript["ended_by"] == "patient")}
+            "turns": len(doctor), "ended": int(transcript["ended_by"] == "patient"),
+            "criteria_score": rubric.score(case.criteria, [rubric.exact_met(c, case, transcript) for c in case.criteria])
+            if case.criteria else None}
 
 
 def summarise(per_case: Mapping[str, Mapping], n_boot: int, seed: int) -> dict:
     """Mean and 95% CI of each measure over the cases that have it; the flag reasons counted."""
     out: dict = {"cases": len(per_case)}
-    for name in ("elicited", "diagnosis", "advice", "flagged", "turns", "ended"):
+    for name in ("elicited", "diagnosis", "advice", "criteria_score", "flagged", "turns", "ended"):
         values = [m[name] for m in per_case.values() if m[name] is not None]
         stats = mean_ci(values, n_boot=n_boot, seed=seed) if values else {"mean": None, "ci": None, "n": 0}
         out[name], out[f"{name}_ci"], out[f"{name}_n"] = stats["mean"], stats["ci"], stats["n"]
@@ -212,3 +223,43 @@ def render(transcript: Mapping) -> str:
     """A transcript as readable text: 患者 / 医生 lines, and how it ended."""
     lines = [f"{'患者' if t['role'] == 'patient' else '医生'}：{t['text']}" for t in transcript["turns"]]
     return "\n".join(lines) + f"\n（{'患者结束了问诊' if transcript['ended_by'] == 'patient' else '达到轮数上限'}）"
+
+
+def reference_of(case: Mapping) -> str:
+    """The case's diagnosis and advice as the rubric judge's reference ('' when unknown)."""
+    parts = ([f"诊断：{case['diagnosis']}"] if case.get("diagnosis") else []) + \
+        ([f"处理：{'、'.join(case['advice'])}"] if case.get("advice") else [])
+    return "；".join(parts)
+
+
+def judge_consultations(answers: Sequence[Mapping], backend, cache: CallCache, decoding: Decoding, max_attempts: int,
+                        max_unparseable_fraction: float, n_boot: int, seed: int) -> dict:
+    """The judge on saved consultations (``consult_task``'s ``answers``): the four-dimension
+    rubric of each dialogue, and every per-case criterion marked, scored and compared with
+    the exact marks where the criterion has one (``criteria.grader_agreement``)."""
+    from medlab.evaluate import judges
+
+    graded = judges.judge_consult_rubric([(render(a), reference_of(a["case"])) for a in answers], backend, cache,
+                                         decoding, max_attempts, max_unparseable_fraction)
+    scored = [s for s in graded["scores"] if s is not None]
+    out: dict = {"n": len(answers), "unparseable": graded["unparseable"],
+                 "rubric": {d: mean_ci([s[d] for s in scored], n_boot=n_boot, seed=seed) for d in
+                            (scored[0] if scored else {})}}
+    items, owners = [], []
+    for a in answers:
+        case = ConsultCase(**{**a["case"], "criteria": ()})
+        for c in a["case"].get("criteria") or []:
+            criterion = rubric.Criterion(c["text"], c["points"], c["kind"], tuple(c["target"]))
+            items.append((a, criterion))
+            owners.append((a["id"], criterion, rubric.exact_met(criterion, case, a)))
+    if items:
+        marks = rubric.grade_with_judge(items, backend, cache, decoding, max_attempts, max_unparseable_fraction)
+        per_case: dict[str, list] = {}
+        for (case_id, criterion, _), mark in zip(owners, marks["marks"], strict=True):
+            per_case.setdefault(case_id, []).append((criterion, mark))
+        scores = [rubric.score([c for c, _ in v], [m for _, m in v]) for v in per_case.values()]
+        known = [s for s in scores if s is not None]
+        out["criteria"] = {"score": mean_ci(known, n_boot=n_boot, seed=seed), "unparseable": marks["unparseable"],
+                           "agreement_with_exact": rubric.grader_agreement(
+                               [c.kind for _, c, _ in owners], [e for _, _, e in owners], marks["marks"])}
+    return out

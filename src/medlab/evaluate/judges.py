@@ -5,7 +5,8 @@ prompt's text is part of its call's key; a cached rubric result's key hashes thi
 
 * Absolute rubric: DISC-MedLLM's four dimensions (proactivity, accuracy, helpfulness,
   linguistic quality), 1-5 each, given the question, the *reference answer* (as
-  CMB-Clin's official rubric does) and the model's answer.
+  CMB-Clin's official rubric does) and the model's answer -- or, for a consultation,
+  the whole dialogue and the case's diagnosis and advice.
 * Pairwise: the judge sees answers 1 and 2 and names the better one or a tie; every
   pair is asked twice with the order swapped (HuatuoGPT-II), and a model wins only if
   it wins both orders (win + tie counts as a win; contradictory verdicts are a tie).
@@ -53,6 +54,25 @@ def judge_rubric(items: Sequence[tuple[str, str, str]], backend: Backend, cache:
     """Score (question, reference, answer) triples; per-item scores (None = unparseable)."""
     asked = ask_parsed(lambda k, a: rubric_prompt(*items[k], attempt=a), parse_rubric, len(items), backend, cache,
                        decoding, "judge_rubric", max_attempts, stats, max_unparseable_fraction)
+    return {"scores": asked.values, "unparseable": asked.unparseable, "attempts": asked.attempts}
+
+
+def consult_rubric_prompt(dialogue: str, reference: str, attempt: int = 0) -> list[dict[str, str]]:
+    """The rubric for a whole consultation: the same four dimensions, the doctor's side of
+    the dialogue graded, with the case's diagnosis and advice as the reference."""
+    dims = "\n".join(f"- {zh}（{en}）：{what}" for en, (zh, what) in DIMENSIONS.items())
+    user = (f"下面是一段医患问诊对话。请对照参考诊断与处理，评审医生一方的表现，按以下四个方面分别打1到5的整数分：\n"
+            f"{dims}\n\n对话：\n{dialogue}\n\n参考诊断与处理：{reference}\n\n"
+            '只输出一个JSON对象，例如：{"proactivity": 4, "accuracy": 3, "helpfulness": 4, '
+            '"linguistic_quality": 5}' + (_RETRY if attempt else ""))
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def judge_consult_rubric(items: Sequence[tuple[str, str]], backend: Backend, cache: CallCache, decoding: Decoding,
+                         max_attempts: int = 3, max_unparseable_fraction: float = 1.0) -> dict:
+    """Score (dialogue, reference) pairs of consultations; per-item scores (None = unparseable)."""
+    asked = ask_parsed(lambda k, a: consult_rubric_prompt(*items[k], attempt=a), parse_rubric, len(items), backend,
+                       cache, decoding, "judge_consult_rubric", max_attempts, None, max_unparseable_fraction)
     return {"scores": asked.values, "unparseable": asked.unparseable, "attempts": asked.attempts}
 
 

@@ -152,7 +152,10 @@ def consult_items(task, root: Path, kb, limit: int = 0) -> list:
     if task.spec.format == "vignettes":
         cases = consult.vignette_cases(read_jsonl(root / task.spec.data, McqItem), kb, limit)
     else:
-        cases = consult.clin_cases(clin_items(task, root), limit)
+        from medlab.evaluate.criteria import load_criteria
+
+        criteria = load_criteria(root / task.spec.criteria, task.spec.encoding) if task.spec.criteria else None
+        cases = consult.clin_cases(clin_items(task, root), limit, criteria)
     if not cases:
         raise ValueError(f"{root / task.spec.data} (task {task.name}): no case to consult on")
     return cases

@@ -68,6 +68,9 @@ class TaskSpec(Section):
     domain: Literal["anesthesia", "general_medicine", "auto"]
     prompt: str
     encoding: Encoding = "utf-8"  # of the data file: utf-8 (with or without BOM) | gb18030 | utf-16
+    # consult tasks of format cmb_clin: per-case rubric criteria, HealthBench's JSONL layout
+    # ({"id", "rubrics": [{"criterion", "points", "tags"}]}), graded by evaluate.judge
+    criteria: str | None = None
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         out: list[tuple[tuple, str]] = []
@@ -77,6 +80,12 @@ class TaskSpec(Section):
         if self.prompt not in PROMPTS[self.kind]:
             out.append((("prompt",), f"unknown {self.kind} prompt {self.prompt!r} "
                                      f"(known: {', '.join(PROMPTS[self.kind])})"))
+        if self.criteria is not None:
+            if self.kind != "consult" or self.format != "cmb_clin":
+                out.append((("criteria",), "criteria files go with kind consult, format cmb_clin (vignette cases "
+                                           "write their own from the facts)"))
+            elif not (root / self.criteria).is_file():
+                out.append((("criteria",), f"file not found: {root / self.criteria}"))
         produced = Path(self.data).parts[:1] == ("data",)  # written by a stage before evaluate
         if produced:
             return out
