@@ -315,3 +315,24 @@ def test_separation_says_when_a_measure_cannot_tell_models_apart():
     assert out["measures"]["advice"] == {"models": 0, "spread": None, "separates": None}
     assert out["rubric"]["proactivity"]["separates"] is True  # a [4.4, 4.6] and c [4.8, 5.0] are disjoint
     assert out["correlation"]["proactivity~elicited"] == pytest.approx(1.0)
+
+
+def test_the_floor_check_names_tasks_no_model_lifts_and_why():
+    def model(acc_ci, f1_ci, tp_fp, elicited_ci):
+        return {"anesthesia_mcq": {"acc": sum(acc_ci) / 2, "acc_ci": acc_ci, "chance": 0.25,
+                                   "scorings": {"generation": {"acc": 0.0, "acc_ci": [0.0, 0.0], "chance": 0.25,
+                                                               "no_answer_rate": 0.97}}},
+                "kb_ner": {"f1": sum(f1_ci) / 2, "f1_ci": f1_ci, "tp": tp_fp[0], "fp": tp_fp[1]},
+                "anesthesia_consult": {"elicited": sum(elicited_ci) / 2, "elicited_ci": elicited_ci, "turns": 1.0,
+                                       "ended": 1.0, "diagnosis": None}}
+
+    metrics = {"a": model([0.5, 0.7], [0.0, 0.0], (0, 0), [0.0, 0.0]),
+               "b": model([0.2, 0.3], [0.0, 0.0], (0, 0), [0.0, 0.0])}
+    floor = compare.floor_check(metrics)
+    assert floor["anesthesia MCQ"] == {"floor": 0.25, "above": ["a"], "reason": None}
+    assert floor["MCQ by generation"]["reason"] == "97% of the answers hold no parseable letter"
+    assert floor["NER F1"]["reason"] == "no model's answers parse into entities (0 predicted in all)"
+    assert floor["consult: elicited"]["reason"].startswith("elicited 0.00 for every model; the doctors gave 1.0")
+    assert "consult: diagnosis" not in floor  # no case knows a diagnosis here: nothing to check
+    lifted = compare.floor_check({"a": model([0.5, 0.7], [0.1, 0.3], (5, 2), [0.2, 0.4])})
+    assert lifted["NER F1"]["above"] == ["a"] and lifted["consult: elicited"]["reason"] is None

@@ -245,7 +245,16 @@ def test_evaluate_and_compare_outputs(first_run):
         assert metrics["anesthesia_qa"]["n"] == 5 and metrics["kb_ner"]["n"] == 5
         outcomes = json.loads((repo / f"data/evaluate/{model}/outcomes.json").read_text())
         assert len(outcomes["anesthesia_mcq/cloze"]) == 35
-        assert (repo / f"reports/html/08_evaluate_{model}.html").is_file()
+        consulted = metrics["anesthesia_consult"]  # 4 of the 6 vignette cases, at most 3 doctor replies each
+        assert consulted["cases"] == 4 and 1 <= consulted["turns"] <= 3 and consulted["patient"].startswith(
+            "simulated-patient")
+        assert 0 <= consulted["elicited"] <= 1 and 0 <= consulted["criteria_score"] <= 1
+        transcripts = [json.loads(line) for line in
+                       (repo / f"data/evaluate/{model}/anesthesia_consult_answers.jsonl").read_text().splitlines()]
+        assert len(transcripts) == 4 and all(t["turns"][0]["role"] == "patient" for t in transcripts)
+        assert set(outcomes["anesthesia_consult"]) == {t["id"] for t in transcripts}
+        page = (repo / f"reports/html/08_evaluate_{model}.html").read_text(encoding="utf-8")
+        assert "患者：医生您好" in page  # transcripts shown on the stage's page
     compared = json.loads((repo / "reports/metrics/compare.json").read_text())
     assert {r["model"] for r in compared["table"]} == set(MODELS)
     pairs = {(r["a"], r["b"]) for r in compared["paired"]}
@@ -254,6 +263,9 @@ def test_evaluate_and_compare_outputs(first_run):
     table = (repo / "reports/compare/table.md").read_text(encoding="utf-8")
     assert table.count("\n") == len(MODELS) + 2 and "| general_to_specific_stigma |" in table
     assert (repo / "reports/figures/compare/overview.png").stat().st_size > 10_000
+    separation = compared["consult_separation"]["anesthesia_consult"]["measures"]
+    assert set(separation) == {"elicited", "diagnosis", "advice", "criteria_score", "flagged"}
+    assert all(s["separates"] in (True, False, None) for s in separation.values())
 
 
 def test_probe_outputs_and_validity_report(first_run):

@@ -72,6 +72,7 @@ def configure(repo: Path, url: str) -> None:
     ev["tasks"] = [*ev["tasks"], *SAMPLE_TASKS]
     ev["judge"]["backend"] = "openai"
     ev["judge"]["openai"].update(endpoint(url, "fake-grader"))
+    doc["blind"]["pairs"] = [["api", "general_to_specific"]]  # an endpoint's answers rated like a local model's
     cmp = doc["compare"]
     cmp.update({"baseline": "general_to_specific", "stigma_model": "public_to_specific",
                 "clean_model": "general_to_specific",
@@ -115,7 +116,7 @@ def test_every_stage_runs_with_a_hosted_teacher_judge_and_subject(hosted_run):
     repo, output, log = hosted_run
     ran = set(stages_run(output))
     assert {"generate", "filter", *(f"evaluate@{m}" for m in MODELS), *(f"probe@{m}" for m in MODELS),
-            "compare", "report"} <= ran
+            "blind", "unblind", "compare", "report"} <= ran
     generated = read(repo, "reports/metrics/generate.json")
     assert generated["teacher"] == "openai:fake-teacher" and generated["fault_rate"]["outputs_with_truth"] == 0
     assert set(generated["call_failures"]) == {"failed_http", "truncated", "empty", "refusals"}
@@ -160,6 +161,14 @@ def test_the_endpoint_is_evaluated_and_compared_like_a_local_model(hosted_run):
     assert ("api", "general_to_specific", "anesthesia_mcq/generation") in paired
     assert ("api", "general_to_specific", "cmb_clin") in paired  # CMB-Clin answers compared by ROUGE-L
     assert api["cmb_clin"]["cases"] == 3 and api["cmb_clin"]["judge"]["judge"].startswith("fake-grader")
+    consulted = api["anesthesia_consult"]  # the endpoint as the doctor, the simulated patient, the judge on both
+    assert consulted["cases"] == 4 and consulted["patient"].startswith("simulated-patient")
+    judged = consulted["judge"]
+    assert set(judged["rubric"]) == {"proactivity", "accuracy", "helpfulness", "linguistic_quality"}
+    assert judged["criteria"]["agreement_with_exact"]["all"]["n"] > 0  # the judge's marks checked against exact ones
+    assert "anesthesia_consult: api vs general_to_specific" in compared["pairwise_judge"]
+    assert "anesthesia_consult" in compared["consult_separation"]
+    assert read(repo, "reports/metrics/blind.json")["pairs"] == [["api", "general_to_specific"]]
     validity = read(repo, "reports/metrics/probe_validity.json")
     assert validity["planted"] is False  # a real teacher plants nothing: the report says so
     assert 'href="html/08_evaluate_api.html"' in (repo / "reports/index.html").read_text(encoding="utf-8")

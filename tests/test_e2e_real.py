@@ -50,6 +50,9 @@ def real_params(repo, base_dir, continue_training: bool) -> None:
     ev["mcq"]["generation_items"] = 3
     ev["qa"]["items"] = 3
     ev["ner"]["items"] = 3
+    ev["consult"]["cases"] = 2  # a real tokenizer's chat template carries the whole consultation
+    doc["blind"].update({"pairs": [["general_to_specific_stigma", "general_to_specific"]], "items": 3,
+                         "overlap": 1})
     doc["probe"]["scales"] = ["patient_discrimination"]  # the one the validity check reads
     doc["evaluate"]["models"] = {m: ("models/base" if m == "base" else f"models/finetune/{m}") for m in MODELS}
     doc["compare"]["pairs"] = [["general_to_specific_stigma", "general_to_specific"]]
@@ -70,7 +73,7 @@ def test_every_stage_runs_on_a_qwen2_model_with_its_stock_template(real_run):
     ran = set(stages_run(output))
     assert ran == {"knowledge", "corpus", "benchmark", "pretrain", "generate", "filter",
                    *(f"finetune@{r}" for r in RECIPES), *(f"evaluate@{m}" for m in MODELS),
-                   *(f"probe@{m}" for m in MODELS), "compare", "report"}
+                   *(f"probe@{m}" for m in MODELS), "blind", "unblind", "compare", "report"}
     # used as is: models/base is a pointer, no weight copy in the DVC cache
     assert sorted(p.name for p in (repo / "models/base").iterdir()) == ["medlab_base.json"]
     assert json.loads((repo / "models/base/medlab_base.json").read_text())["name_or_path"] == str(base)

@@ -163,7 +163,23 @@ def context(root: Path) -> dict:
         "no_answer": [table[m]["MCQ by generation: no answer"]["value"] for m in models
                       if table[m]["MCQ by generation: no answer"]["value"] is not None],
         "validity": metric["probe_validity"],
+        "floor": [(name, f["reason"]) for name, f in compare.get("floor", {}).items() if not f["above"]],
+        "consult": _consult(evaluate, compare),
+        "human": {"blind": read_json(root, "reports/metrics/blind.json"),
+                  "unblind": read_json(root, "reports/metrics/unblind.json")},
     }
+
+
+def _consult(evaluate: Mapping[str, Mapping], compare: Mapping, task: str = "anesthesia_consult") -> dict | None:
+    """The consultation task's measures across models and which of them separate the models."""
+    rows = [m[task] for m in evaluate.values() if task in m]
+    if not rows:
+        return None
+    separation = (compare.get("consult_separation") or {}).get(task, {}).get("measures", {})
+    return {"task": task, "patient": rows[0].get("patient", ""), "cases": rows[0]["cases"],
+            **{k: [r[k] for r in rows if r.get(k) is not None] for k in ("elicited", "diagnosis", "criteria_score",
+                                                                          "turns")},
+            "separating": [k for k, v in separation.items() if v["separates"]]}
 
 
 def render_block(root: Path) -> str:

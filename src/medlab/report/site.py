@@ -274,6 +274,7 @@ def collect(root: Path, params: Mapping, title: str = "medlab results") -> dict:
         "baseline": compare.get("baseline"),
         "validity": validity,
         "consult": _consult_section(root, models, compare.get("consult_separation") or {}),
+        "floor": {name: f["reason"] for name, f in (compare.get("floor") or {}).items() if not f["above"]},
         "human": {"blind": metric["blind"], "unblind": metric["unblind"],
                   "pages": {r: f"blind/{r}/rate.html" for r in metric["blind"]["raters"]},
                   "figure": "unblind/overview.png" if metric["unblind"]["rated"] else None},
