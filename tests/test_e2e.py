@@ -362,7 +362,8 @@ def test_second_repro_runs_nothing_and_a_knob_reruns_only_what_depends_on_it(fir
     params.write_text(changed, encoding="utf-8")
     ran = stages_run(dvc(repo, "repro"))
     assert ran[0] == "finetune@specific_only" and ran[-2:] == ["compare", "report"]
-    assert sorted(ran[1:-2]) == ["evaluate@specific_only", "probe@specific_only"]
+    # its evaluation and probe, and the human-evaluation packages (specific_only is in blind.pairs)
+    assert sorted(ran[1:-2]) == ["blind", "evaluate@specific_only", "probe@specific_only", "unblind"]
 
 
 def test_a_second_clean_run_is_bit_identical(first_run, tmp_path_factory):
