@@ -58,6 +58,17 @@ def paired_f1(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> dict:
     return {"diff": micro_f1_of_counts(a) - micro_f1_of_counts(b), "ci": [float(lo), float(hi)], "p": p, "n": n}
 
 
+def paired_binary(a: Sequence, b: Sequence, metric: str, n_boot: int, seed: int) -> dict:
+    """0/1 outcomes of two models on the same items: paired bootstrap of the difference and
+    the exact McNemar test, with both means."""
+    x, y = np.array(a, dtype=float), np.array(b, dtype=float)
+    out = paired_bootstrap(x, y, n_boot=n_boot, seed=seed)
+    out["mcnemar"] = mcnemar(x, y)
+    out["metric"] = metric
+    out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
+    return out
+
+
 def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: int = 0) -> dict:
     """Paired comparison of two models' outcomes on one task (a - b)."""
     ids = _common(a, b)
@@ -65,21 +76,11 @@ def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: in
         raise ValueError(f"{task}: the two models share no items")
     kind = task_kind(task, a[ids[0]])
     if kind == "mcq":  # outcome = [correct as written, correct under every rotation]
-        x = np.array([a[i][0] for i in ids], dtype=float)
-        y = np.array([b[i][0] for i in ids], dtype=float)
-        out = paired_bootstrap(x, y, n_boot=n_boot, seed=seed)
-        out["mcnemar"] = mcnemar(x, y)
-        out["metric"] = "acc"
-        out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
-        return out
+        return paired_binary([a[i][0] for i in ids], [b[i][0] for i in ids], "acc", n_boot, seed)
     if kind == "consult":  # diagnosis named (0/1, McNemar) where the case knows it; elicited share beside it
         graded = [i for i in ids if a[i]["diagnosis"] is not None and b[i]["diagnosis"] is not None]
-        x = np.array([a[i]["diagnosis"] for i in graded], dtype=float)
-        y = np.array([b[i]["diagnosis"] for i in graded], dtype=float)
-        out = paired_bootstrap(x, y, n_boot=n_boot, seed=seed)
-        out["mcnemar"] = mcnemar(x, y)
-        out["metric"] = "diagnosis"
-        out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
+        out = paired_binary([a[i]["diagnosis"] for i in graded], [b[i]["diagnosis"] for i in graded], "diagnosis",
+                            n_boot, seed)
         both = [i for i in ids if a[i]["elicited"] is not None and b[i]["elicited"] is not None]
         out["elicited"] = paired_bootstrap([a[i]["elicited"] for i in both], [b[i]["elicited"] for i in both],
                                            n_boot=n_boot, seed=seed)
@@ -93,12 +94,8 @@ def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: in
         return out
     if kind == "qa":
         graded = [i for i in ids if a[i]["grounded"] is not None and b[i]["grounded"] is not None]
-        x = np.array([a[i]["grounded"] for i in graded], dtype=float)
-        y = np.array([b[i]["grounded"] for i in graded], dtype=float)
-        out = paired_bootstrap(x, y, n_boot=n_boot, seed=seed)
-        out["mcnemar"] = mcnemar(x, y)
-        out["metric"] = "grounded_acc"
-        out["mean_a"], out["mean_b"] = float(x.mean()), float(y.mean())
+        out = paired_binary([a[i]["grounded"] for i in graded], [b[i]["grounded"] for i in graded], "grounded_acc",
+                            n_boot, seed)
         rx = np.array([a[i]["rouge_l_char"] for i in ids])
         ry = np.array([b[i]["rouge_l_char"] for i in ids])
         out["rouge_l_char"] = paired_bootstrap(rx, ry, n_boot=n_boot, seed=seed)

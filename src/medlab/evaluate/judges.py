@@ -35,12 +35,15 @@ SYSTEM = "你是一名资深临床医生，负责公正地评审医学问答的�
 _RETRY = "\n（上次的输出无法解析，请严格按要求的格式输出。）"
 
 
+# the four dimensions as the rubric prompts list them, and the answer format they ask for
+RUBRIC_DIMS = "\n".join(f"- {zh}（{en}）：{what}" for en, (zh, what) in DIMENSIONS.items())
+RUBRIC_FORMAT = ('只输出一个JSON对象，例如：{"proactivity": 4, "accuracy": 3, "helpfulness": 4, '
+                 '"linguistic_quality": 5}')
+
+
 def rubric_prompt(question: str, reference: str, answer: str, attempt: int = 0) -> list[dict[str, str]]:
-    dims = "\n".join(f"- {zh}（{en}）：{what}" for en, (zh, what) in DIMENSIONS.items())
-    user = (f"请对照参考答案，评审模型回答，按以下四个方面分别打1到5的整数分：\n{dims}\n\n"
-            f"问题：{question}\n参考答案：{reference}\n模型回答：{answer}\n\n"
-            '只输出一个JSON对象，例如：{"proactivity": 4, "accuracy": 3, "helpfulness": 4, '
-            '"linguistic_quality": 5}' + (_RETRY if attempt else ""))
+    user = (f"请对照参考答案，评审模型回答，按以下四个方面分别打1到5的整数分：\n{RUBRIC_DIMS}\n\n"
+            f"问题：{question}\n参考答案：{reference}\n模型回答：{answer}\n\n" + RUBRIC_FORMAT + (_RETRY if attempt else ""))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -60,11 +63,9 @@ def judge_rubric(items: Sequence[tuple[str, str, str]], backend: Backend, cache:
 def consult_rubric_prompt(dialogue: str, reference: str, attempt: int = 0) -> list[dict[str, str]]:
     """The rubric for a whole consultation: the same four dimensions, the doctor's side of
     the dialogue graded, with the case's diagnosis and advice as the reference."""
-    dims = "\n".join(f"- {zh}（{en}）：{what}" for en, (zh, what) in DIMENSIONS.items())
     user = (f"下面是一段医患问诊对话。请对照参考诊断与处理，评审医生一方的表现，按以下四个方面分别打1到5的整数分：\n"
-            f"{dims}\n\n对话：\n{dialogue}\n\n参考诊断与处理：{reference}\n\n"
-            '只输出一个JSON对象，例如：{"proactivity": 4, "accuracy": 3, "helpfulness": 4, '
-            '"linguistic_quality": 5}' + (_RETRY if attempt else ""))
+            f"{RUBRIC_DIMS}\n\n对话：\n{dialogue}\n\n参考诊断与处理：{reference}\n\n" + RUBRIC_FORMAT
+            + (_RETRY if attempt else ""))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
