@@ -13,8 +13,10 @@ it once the doctor has given a diagnosis and advice; the simulated patient says 
 the doctor names any diagnosis); otherwise ``max_turns`` doctor replies end it. The
 doctor sees the whole conversation in its chat template (patient = user, doctor =
 assistant); the patient sees it the other way round, after our system prompt with the
-case. Every call of either side goes through the call cache, so a consultation killed
-at turn k replays turns 1..k from the cache and goes on from there.
+case. Every doctor reply and every LLM patient's answer goes through the call cache (the
+rule-based simulated patient answers instantly and is never cached: see
+``patient_answers``), so a consultation killed at turn k replays turns 1..k from the
+cache and goes on from there.
 
 Judge-free measures per case (``measures``), from the transcript and the case:
 
