@@ -293,6 +293,7 @@ def make_mini_repo(path: Path, root: Path, tokenizer, tiny_model, **finetune_ove
     path.mkdir(parents=True, exist_ok=True)
     (path / "dvc.yaml").write_text("stages: {}\n")
     shutil.copytree(root / "samples", path / "samples", dirs_exist_ok=True)  # params name files there
+    (path / "ratings").mkdir(exist_ok=True)  # unblind.ratings_dir: checked to exist with the rest of params
     doc = _params_doc(root)
     for key, value in finetune_overrides.items():
         section, name = key.split("__")

@@ -102,3 +102,40 @@ def test_sft_sft_dpo_recipe_trains_and_publishes_on_every_family(family, tmp_pat
     before = dict(AutoModelForCausalLM.from_pretrained(path).named_parameters())
     assert any((before[k] - v).abs().max() > 0 for k, v in tuned.named_parameters() if k in before)
     assert torch.isfinite(next(tuned.parameters())).all()
+
+
+def test_a_consultation_runs_through_each_family_s_template_as_doctor_and_as_patient(family, root, tmp_path):
+    """Both sides of a consultation through a real chat template: the model as the doctor (the
+    patient's opening as the first user turn) and as an LLM patient (our system prompt with the
+    case, the doctor's replies as user turns), every call through the cache."""
+    from test_consult import CASE
+
+    from medlab.backends import make_patient
+    from medlab.config import load_params
+    from medlab.evaluate import consult
+    from medlab.llm.cache import generate_cached
+    from medlab.llm.hf import HFBackend
+
+    name, path = family
+    cfg = load_params(root / "params.yaml").evaluate.consult.patient
+    cfg = cfg.model_copy(update={"backend": "hf", "hf": cfg.hf.model_copy(update={"name_or_path": str(path),
+                                                                                  "batch_size": 2})})
+    patient_backend = make_patient(cfg, root)
+    assert isinstance(patient_backend, HFBackend) and patient_backend.layout == "chat"
+    doctor_backend = HFBackend(str(path), batch_size=2, model=patient_backend.hf_model,
+                               tokenizer=patient_backend.tokenizer)
+    cache = CallCache(tmp_path / "calls.sqlite")
+
+    def doctor(chats):
+        requests = [ChatRequest.of(c, Decoding(max_new_tokens=6)) for c in chats]
+        return [c.text for c in generate_cached(doctor_backend, requests, cache, label="doctor", truncated="keep")]
+
+    patient = consult.patient_answers(patient_backend, cache)
+    short = Decoding(max_new_tokens=6)
+    first = consult.consult([CASE], doctor, patient, max_turns=3, decoding=short)
+    roles = [t["role"] for t in first[0]["turns"]]
+    assert roles[:2] == ["patient", "doctor"] and all(a != b for a, b in zip(roles, roles[1:], strict=False))
+    assert first[0]["ended_by"] in ("patient", "turn_limit") and len(cache) >= 2  # both sides were called
+    calls = len(cache)
+    assert consult.consult([CASE], doctor, patient, max_turns=3, decoding=short) == first and len(cache) == calls
+    assert set(consult.measures(CASE, first[0])) >= {"elicited", "diagnosis", "turns"}
