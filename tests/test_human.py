@@ -347,3 +347,34 @@ def test_the_judge_rates_the_units_as_one_more_rater(tmp_path):
     assert out["accuracy"]["alpha_humans"] == pytest.approx(1.0)
     assert out["accuracy"]["alpha_with_judge"] == pytest.approx(1.0)
     assert out["accuracy"]["kappa_judge_mean"] == pytest.approx(1.0)
+
+
+def test_saving_an_unfinished_page_asks_first_and_says_how_many_are_left(exported, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from medlab.report.browser import FLAGS, find_browser
+
+    _, _, man = exported
+    first = man["raters"]["r1"][0]
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(find_browser()), args=FLAGS)
+        try:
+            tab = chromium.new_context(accept_downloads=True).new_page()
+            tab.goto((tmp_path / "blind/r1/rate.html").as_uri())
+            for label in ("A", "B"):
+                for d in DIMS:
+                    tab.check(f'input[name="{first}/{label}/{d}"][value="3"]')
+            tab.check(f'input[name="{first}/preference"][value="tie"]')
+            messages = []
+            tab.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.dismiss()))
+            tab.click("#save")  # dismissed: nothing is saved
+            assert messages == [f"还有 {len(man['raters']['r1']) - 1} 题没有评完（未完成的题会被导入程序拒收）。仍要保存吗？"]
+            tab.once("dialog", lambda dialog: dialog.accept())
+            with tab.expect_download() as download:
+                tab.click("#save")
+            saved = tmp_path / download.value.suggested_filename
+            download.value.save_as(saved)
+        finally:
+            chromium.close()
+    with pytest.raises(ratings.RatingsError, match=r"rating 2: .* missing rating"):
+        ratings.load_ratings([saved], man)  # the unrated units come back empty and are named
