@@ -124,3 +124,101 @@ def test_generation_readout_never_defaults_a_refused_item():
     # always "A" under every order: each option chosen once per two orders -> the debiased score is the midpoint
     assert all(abs(s.expected - scale.neutral) < 1e-9 for s in scores)
     assert all(all(s.first_wins) for s in scores)
+
+
+# ------------------------------------------------------- log-likelihood from a served model
+@pytest.fixture()
+def serving(tmp_path):
+    """start(model_dir, max_context) -> base URL of a fake vLLM serving that model's prompt log-probs."""
+    servers = []
+
+    def start(directory: Path, max_context: int = 4096, fail_rate: float = 0.2):
+        log = tmp_path / f"served{len(servers)}.jsonl"
+        srv = fake_openai.serve(0, str(log), delay_ms=0, fail_rate=fail_rate, key="hosted-key",
+                                served=fake_openai.ServedModel(str(directory)), max_context=max_context)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/v1", log
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+
+
+@pytest.mark.parametrize("name", ["toy", "qwen2", "llama"])
+def test_a_served_model_scores_mcq_by_log_likelihood_like_the_local_weights(name, family_dirs, serving, tmp_path,
+                                                                            monkeypatch):
+    """Parity: the same weights scored here and through a server that returns their prompt
+    log-probs (vLLM's echo) give the same log-likelihoods, picks and outcomes, under the
+    chat template and as plain text; a rerun makes no request."""
+    from medlab.evaluate.endpoint_loglik import endpoint_logprobs
+    from medlab.evaluate.loglik import continuation_logprobs
+
+    monkeypatch.setenv("HOSTED_KEY", "hosted-key")
+    directory = family_dirs(name)
+    url, log = serving(directory)
+    spec = endpoint_file(tmp_path, url, logprobs=True, tokenizer=str(directory), max_failed_fraction=0.0)
+    local = ev.load_subject(name, str(directory), tmp_path, [])
+    toy = name == "toy"  # real families: fewer requests (a 152k-token vocabulary per forward pass; CI time)
+    items = mcq_items(6 if toy else 3)
+    for plain in ([], [name]):
+        served = ev.load_subject(name, str(spec), tmp_path, plain)
+        assert served.hosted and served.loglik and served.layout == ("plain" if plain else "chat")
+        assert "tokenizer:" in served.fingerprint  # the tokenizer makes the ids sent: part of every task key
+        local.layout = served.layout
+        for scoring in ("letter", "option_text", "cloze") if toy else ("letter", "cloze"):
+            here = ev.mcq_task(local, items, items[:1], "anesthesia", scoring, 8, n_boot=0, seed=0)
+            calls = CallCache(tmp_path / "calls.sqlite")
+            there = ev.mcq_task(served, items, items[:1], "anesthesia", scoring, 8, n_boot=0, seed=0, calls=calls)
+            assert there["outcomes"] == here["outcomes"] and there["outcomes_norm"] == here["outcomes_norm"], scoring
+            assert there["summary"] == here["summary"]
+    pairs = [("丙泊酚的常见不良反应是", "低血压"), ("丙泊酚的常见不良反应是", "注射痛"), ("答案：", "B")]
+    stats = CallStats()
+    got = endpoint_logprobs(served.backend, served.tokenizer, pairs, CallCache(tmp_path / "c2.sqlite"), stats=stats)
+    want = continuation_logprobs(local.model, local.tokenizer, pairs)
+    for g, w in zip(got, want, strict=True):
+        assert g.n_tokens == w.n_tokens and g.greedy == w.greedy and g.logprob == pytest.approx(w.logprob, abs=1e-4)
+    assert stats.calls == 3 and stats.prompt_tokens > 0
+    sent = len(log.read_text().splitlines())
+    again = endpoint_logprobs(served.backend, served.tokenizer, pairs, CallCache(tmp_path / "c2.sqlite"))
+    assert again == got and len(log.read_text().splitlines()) == sent  # a rerun makes no request
+    statuses = [json.loads(line)["status"] for line in log.read_text().splitlines()]
+    assert 429 in statuses  # the server rate-limited some first attempts; the client retried
+
+
+def test_a_served_model_that_refuses_prompts_or_gives_no_logprobs_is_named(family_dirs, serving, messy_server,
+                                                                          tmp_path, monkeypatch):
+    from medlab.evaluate.endpoint_loglik import endpoint_logprobs
+    from medlab.llm.base import LLMError
+
+    monkeypatch.setenv("HOSTED_KEY", "hosted-key")
+    directory = family_dirs("toy")
+    url, _ = serving(directory, max_context=40, fail_rate=0.0)
+    spec = endpoint_file(tmp_path, url, logprobs=True, tokenizer=str(directory), max_failed_fraction=0.5)
+    served = ev.load_subject("toy", str(spec), tmp_path, [])
+    long_context = "麻醉前成人禁食固体食物6小时，清饮料2小时。" * 4
+    pairs = [("答案：", "A"), ("答案：", "B"), (long_context, "A")]
+    stats = CallStats()
+    got = endpoint_logprobs(served.backend, served.tokenizer, pairs, CallCache(tmp_path / "c.sqlite"), stats=stats)
+    assert got[2].logprob == float("-inf") and stats.failed_http == 1  # refused (too long): counted, scores -inf
+    assert all(s.logprob > float("-inf") for s in got[:2])
+    items = [McqItem(id="long", source="s", question=long_context, options={"A": "甲", "B": "乙"}, answer="A")]
+    spec = endpoint_file(tmp_path, url, logprobs=True, tokenizer=str(directory), max_failed_fraction=1.0)
+    result = ev.mcq_task(ev.load_subject("toy", str(spec), tmp_path, []), items, [], "anesthesia", "letter", 8,
+                         n_boot=0, seed=0, calls=CallCache(tmp_path / "c.sqlite"))
+    assert result["outcomes"] == {"long": [0, 0]}  # no option scored: wrong, never a default letter
+    spec = endpoint_file(tmp_path, url, logprobs=True, tokenizer=str(directory), max_failed_fraction=0.0)
+    with pytest.raises(LLMError, match=r"1 of 3 prompts, more than evaluate\.models\.toy\.max_failed_fraction"):
+        endpoint_logprobs(ev.load_subject("toy", str(spec), tmp_path, []).backend, served.tokenizer, pairs,
+                          CallCache(tmp_path / "c.sqlite"))
+    chat_only, _ = messy_server  # a chat API without a completions endpoint
+    spec = endpoint_file(tmp_path, chat_only, logprobs=True, tokenizer=str(directory))
+    with pytest.raises(LLMError, match=r"completions endpoint was not found \(HTTP 404\): check "
+                                       r"evaluate\.models\.toy\.model"):
+        endpoint_logprobs(ev.load_subject("toy", str(spec), tmp_path, []).backend, served.tokenizer, pairs[:1],
+                          CallCache(tmp_path / "c3.sqlite"))
+    spec.write_text(spec.read_text(encoding="utf-8").replace(f"tokenizer: {json.dumps(str(directory))}\n", ""),
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"endpoint\.yaml: tokenizer: logprobs: true needs the served model's "
+                                          r"tokenizer folder"):
+        endpoint.load_endpoint(spec, tmp_path)

@@ -12,7 +12,11 @@ models do rather than in our parsers' exact format: a preamble (好的，以下�
 emphasis and headings, list dashes, JSON in a code fence followed by commentary, full-width
 digits, and for a share of judge prompts a refusal. Markers in a prompt force a case:
 ``[[400]]`` -> HTTP 400 (the request is refused), ``[[cut]]`` -> ``finish_reason: length``
-with the text cut short, ``[[slow]]`` -> a 0.4 s answer. Every attempt is appended to the
+with the text cut short, ``[[slow]]`` -> a 0.4 s answer. With ``--serve-model DIR`` (or
+``serve(..., served=ServedModel(DIR))``), ``POST /v1/completions`` with ``echo`` and
+``logprobs`` answers a prompt of token ids the way vLLM does: the log-probability of every
+prompt token under that local model (the first has none), each position's top token, and
+one generated token; a prompt longer than ``--max-context`` tokens gets HTTP 400. Every attempt is appended to the
 ``--log`` JSONL file (``{"body": sha256, "messages": sha256, "status": code, "seed",
 "in_flight"}``) so a test can check what was requested twice, what was sent and how many
 requests were in flight at once.
@@ -95,6 +99,42 @@ def messages_hash(messages) -> str:
     return hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
+class ServedModel:
+    """A local causal LM's prompt log-probabilities, as vLLM's completions endpoint echoes
+    them (loaded on the first request, so a pipeline can serve a model it has yet to train)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.lock = threading.Lock()
+        self.model = self.tokenizer = None
+
+    def echo(self, ids: list[int]) -> dict:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        with self.lock:  # one forward pass at a time (and one load)
+            if self.model is None:
+                self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
+                self.model = AutoModelForCausalLM.from_pretrained(self.directory, torch_dtype=torch.float32).eval()
+            with torch.no_grad():
+                logits = self.model(torch.tensor([ids])).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        nxt = int(logprobs[-1].argmax())
+        ids = list(ids) + [nxt]
+        tokens = self.tokenizer.convert_ids_to_tokens(ids)
+        token_logprobs, top = [None], [None]
+        for t in range(1, len(ids)):
+            row = logprobs[t - 1]
+            best = int(row.argmax())
+            token_logprobs.append(float(row[ids[t]]))
+            top.append({tokens[t]: float(row[ids[t]]), self.tokenizer.convert_ids_to_tokens(best): float(row[best])})
+        offsets, at = [], 0
+        for token in tokens:
+            offsets.append(at)
+            at += len(token)
+        return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "fake-openai/1"
 
@@ -136,13 +176,16 @@ class Handler(BaseHTTPRequestHandler):
             with cfg["lock"], open(cfg["log"], "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
 
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        completions = self.path.rstrip("/").endswith("/v1/completions") and cfg["served"] is not None
+        if not self.path.rstrip("/").endswith("/chat/completions") and not completions:
             log(404)
             return self._send(404, {"error": {"message": "not found"}})
         if self.headers.get("Authorization") != f"Bearer {cfg['key']}":
             log(401)
             return self._send(401, {"error": {"message": "invalid api key", "type": "invalid_request_error",
                                               "code": "invalid_api_key"}})
+        if completions:
+            return self._echo(json.loads(raw), digest, attempt, log)
         request = json.loads(raw)
         prompt = "\n".join(m["content"] for m in request["messages"])
         with cfg["lock"]:
@@ -179,10 +222,37 @@ class Handler(BaseHTTPRequestHandler):
         })
 
 
-def serve(port: int, log: str, delay_ms: float, fail_rate: float, key: str, messy: bool = False) -> ThreadingHTTPServer:
+    def _echo(self, request: dict, digest: str, attempt: int, log):
+        """``/v1/completions`` with echo + logprobs over a prompt of token ids (vLLM's answer)."""
+        cfg = self.server.cfg
+        ids = request.get("prompt")
+        if not (isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids)):
+            log(400)
+            return self._send(400, {"error": {"message": "this fake scores prompts of token ids only"}})
+        if len(ids) > cfg["max_context"]:
+            log(400)
+            return self._send(400, {"error": {"message": f"This model's maximum context length is "
+                                                         f"{cfg['max_context']} tokens, the prompt has {len(ids)}"}})
+        bucket = int(digest[:8], 16) / 16**8
+        if attempt == 1 and bucket < cfg["fail_rate"]:
+            log(429)
+            return self._send(429, {"error": {"message": "rate limited"}}, {"retry-after-ms": "5"})
+        echoed = cfg["served"].echo(ids)
+        log(200)
+        self._send(200, {
+            "id": f"cmpl-{digest[:12]}", "object": "text_completion", "created": 0, "model": request["model"],
+            "choices": [{"index": 0, "text": "".join(echoed["tokens"]), "finish_reason": "length",
+                         "logprobs": echoed}],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1},
+        })
+
+
+def serve(port: int, log: str, delay_ms: float, fail_rate: float, key: str, messy: bool = False,
+          served: ServedModel | None = None, max_context: int = 4096) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.cfg = {"log": log, "delay": delay_ms / 1000, "fail_rate": fail_rate, "key": key, "messy": messy,
-                  "attempts": {}, "lock": threading.Lock(), "in_flight": 0}
+                  "attempts": {}, "lock": threading.Lock(), "in_flight": 0, "served": served,
+                  "max_context": max_context}
     return server
 
 
@@ -194,8 +264,11 @@ def main() -> None:
     parser.add_argument("--fail-rate", type=float, default=0.2)
     parser.add_argument("--key", default="test-key")
     parser.add_argument("--messy", action="store_true", help="answer like a real chat model, not in our format")
+    parser.add_argument("--serve-model", help="a local model folder whose prompt log-probs /v1/completions returns")
+    parser.add_argument("--max-context", type=int, default=4096)
     args = parser.parse_args()
-    server = serve(args.port, args.log, args.delay_ms, args.fail_rate, args.key, args.messy)
+    served = ServedModel(args.serve_model) if args.serve_model else None
+    server = serve(args.port, args.log, args.delay_ms, args.fail_rate, args.key, args.messy, served, args.max_context)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

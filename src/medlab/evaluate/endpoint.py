@@ -17,11 +17,18 @@ describes an OpenAI-compatible endpoint (GPT-4-class APIs, a vLLM server)::
     max_new_tokens: 1024        # answers are not cut short: a chain of thought may come first
     price_prompt_per_m: 0.15    # USD per 1M prompt tokens, for the cost estimate
     price_completion_per_m: 0.60
+    logprobs: false             # true: the server echoes prompt log-probabilities (vLLM, SGLang)
+    tokenizer: ""               # with logprobs: local folder of the served model's tokenizer files
 
 The file is the stage's DVC dependency (edit it, the stage reruns) and is validated like
 params, with ``file:line: key`` errors; the key variable must be set at validation. Such a
-subject has no weights here: it answers in generation mode only (MCQ by answer extraction,
-open QA, NER, the probe's Likert items), every call through the SQLite call cache.
+subject has no weights here: it answers in generation mode (MCQ by answer extraction, open
+QA, NER, consultations, the probe's Likert items), every call through the SQLite call cache.
+With ``logprobs: true`` (a vLLM or SGLang server of an open model) its MCQ sets are also
+scored by log-likelihood like a local model's (``medlab.evaluate.endpoint_loglik``): the
+prompts are tokenised here with the served model's tokenizer (``tokenizer``: the folder
+with its tokenizer.json / chat template, which whoever serves the model has) and sent as
+token ids. Hosted chat APIs (OpenAI's) return no prompt log-probabilities: leave it false.
 """
 
 from __future__ import annotations
@@ -51,12 +58,25 @@ class EndpointSpec(Section):
     max_new_tokens: int = Field(default=1024, ge=16)
     price_prompt_per_m: float = Field(default=0.0, ge=0.0)
     price_completion_per_m: float = Field(default=0.0, ge=0.0)
+    logprobs: bool = False
+    tokenizer: str = ""
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
+        out: list[tuple[tuple, str]] = []
         if not os.environ.get(self.api_key_env):
-            return [(("api_key_env",), f"environment variable {self.api_key_env} is not set: export the API key "
-                                      f"for {self.base_url} in it before running")]
-        return []
+            out.append((("api_key_env",), f"environment variable {self.api_key_env} is not set: export the API key "
+                                          f"for {self.base_url} in it before running"))
+        if self.logprobs and not self.tokenizer:
+            out.append((("tokenizer",), "logprobs: true needs the served model's tokenizer folder (prompts are "
+                                        "tokenised here and sent as token ids)"))
+        elif self.tokenizer and not (self.tokenizer_path(root) / "tokenizer_config.json").is_file():
+            out.append((("tokenizer",), f"{self.tokenizer_path(root)} has no tokenizer_config.json: name the folder "
+                                        "holding the served model's tokenizer files"))
+        return out
+
+    def tokenizer_path(self, root: Path) -> Path:
+        path = Path(self.tokenizer)
+        return path if path.is_absolute() else root / path
 
 
 def is_endpoint(value: str) -> bool:

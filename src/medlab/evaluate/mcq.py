@@ -161,9 +161,11 @@ SCORINGS = {  # name -> (continuation, options shown)
 
 def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[McqItem] = (),
                  scoring: str = "letter", layout: str = "plain", domain: str = "医学", rotations: bool = True,
-                 batch_size: int = 16, progress=None) -> list[McqResult]:
+                 batch_size: int = 16, progress=None, scorer=None) -> list[McqResult]:
     """Score items by log-likelihood under every cyclic shift (or only as written).
-    ``scoring``: letter | option_text | cloze (see the module docstring)."""
+    ``scoring``: letter | option_text | cloze (see the module docstring). ``scorer(pairs)``
+    replaces the local forward passes (``model`` unused): a served model's log-probabilities
+    (``medlab.evaluate.endpoint_loglik``); ``tokenizer`` then renders chat prompts only."""
     if scoring not in SCORINGS:
         raise ValueError(f"scoring must be one of {sorted(SCORINGS)}, got {scoring!r}")
     if layout not in ("plain", "chat"):
@@ -182,7 +184,8 @@ def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[Mcq
             for letter, text in shown.options.items():
                 requests.append((prompt, letter if mode == "letter" else text))
                 index.append((i, j, letter))
-    scored = continuation_logprobs(model, tokenizer, requests, batch_size=batch_size, progress=progress)
+    scored = scorer(requests) if scorer is not None else continuation_logprobs(
+        model, tokenizer, requests, batch_size=batch_size, progress=progress)
     table: dict[tuple[int, int], dict[str, float]] = {}
     for (i, j, letter), s in zip(index, scored, strict=True):
         table.setdefault((i, j), {})[letter] = s.logprob
@@ -193,6 +196,12 @@ def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[Mcq
             scores = table[(i, j)]
             letters = list(shown.options)
             raw = np.array([scores[k] for k in letters])
+            if not np.isfinite(raw).any():  # a served model scored no option (prompt refused): wrong, no pick
+                result.picks.append(None)
+                result.picks_norm.append(None)
+                result.first += [False] if show_options else []
+                result.probs.append({})
+                continue
             norm = np.array([scores[k] / max(len(shown.options[k]), 1) for k in letters])
             pick = letters[int(raw.argmax())]
             pick_norm = letters[int(norm.argmax())] if mode == "text" else pick

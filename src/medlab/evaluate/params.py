@@ -74,7 +74,7 @@ class EvaluateParams(Section):
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         out: list[tuple[tuple, str]] = []
-        from medlab.evaluate.endpoint import endpoint_problem, is_endpoint
+        from medlab.evaluate.endpoint import endpoint_problem, is_endpoint, load_endpoint
 
         for name, path in self.models.items():
             if not re.fullmatch(r"[a-z0-9_]+", name):
@@ -84,12 +84,19 @@ class EvaluateParams(Section):
                     out.append((("models", name), problem))
             elif Path(path).parts[:1] != ("models",) and (problem := model_path_problem(path, root)):
                 out.append((("models", name), problem))
+        def scores_logprobs(path: str) -> bool:  # an endpoint file that says logprobs: true
+            try:
+                return load_endpoint(path, root).logprobs
+            except ConfigError:
+                return False  # reported above
+
         for name in self.plain_models:
             if name not in self.models:
                 out.append((("plain_models",), f"{name!r} is not in evaluate.models"))
-            elif is_endpoint(self.models[name]):
-                out.append((("plain_models",), f"{name!r} is an endpoint: it is prompted through its chat API"))
-        hosted = [name for name, path in self.models.items() if is_endpoint(path)]
+            elif is_endpoint(self.models[name]) and not scores_logprobs(self.models[name]):
+                out.append((("plain_models",), f"{name!r} is an endpoint without logprobs: it is prompted "
+                                               "through its chat API"))
+        hosted = [name for name, path in self.models.items() if is_endpoint(path) and not scores_logprobs(path)]
         if hosted and self.mcq.generation_items == 0:
             out.append((("mcq", "generation_items"), f"0, but {', '.join(hosted)} answer(s) in generation mode only: "
                                                      "their MCQ tasks would have no score"))

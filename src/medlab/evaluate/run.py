@@ -50,12 +50,18 @@ class Subject:
     model: object  # None for an endpoint
     tokenizer: object  # None for an endpoint
     fingerprint: str
-    backend: object = None  # an endpoint's OpenAIBackend: generation only
+    backend: object = None  # an endpoint's OpenAIBackend
     endpoint: object = None  # its medlab.evaluate.endpoint.EndpointSpec
 
     @property
     def hosted(self) -> bool:
         return self.backend is not None
+
+    @property
+    def loglik(self) -> bool:
+        """Whether MCQ can be scored by log-likelihood: local weights, or an endpoint that
+        returns prompt log-probabilities (``logprobs: true``)."""
+        return self.model is not None or bool(self.endpoint is not None and self.endpoint.logprobs)
 
 
 def load_subject(name: str, path: str, root: Path, plain_models: Sequence[str], runtime=None) -> Subject:
@@ -63,21 +69,35 @@ def load_subject(name: str, path: str, root: Path, plain_models: Sequence[str], 
     adapters, medlab_adapter.json) or the pointer the pretrain stage writes for a real base;
     or connect to the endpoint an endpoint file describes (``medlab.evaluate.endpoint``)."""
     from medlab.evaluate.endpoint import is_endpoint, load_endpoint, make_subject_backend
-    from medlab.runtime import ModelLoadError, fingerprint, load_published
+    from medlab.runtime import ModelLoadError, fingerprint, load_published, load_tokenizer
 
     if is_endpoint(path):
         spec = load_endpoint(path, root)
         backend = make_subject_backend(spec, name)
-        return Subject(name, root / path, "chat", None, None, cache_identity(backend), backend, spec)
+        if not spec.logprobs:
+            return Subject(name, root / path, "chat", None, None, cache_identity(backend), backend, spec)
+        # log-likelihood scoring: prompts rendered and tokenised here, as for local weights
+        tokenizer = load_tokenizer(spec.tokenizer_path(root), runtime)
+        layout = _layout(name, tokenizer, plain_models, spec.tokenizer_path(root))
+        identity = f"{cache_identity(backend)}|tokenizer:{fingerprint(spec.tokenizer_path(root))}"
+        return Subject(name, root / path, layout, None, tokenizer, identity, backend, spec)
     directory = Path(path) if Path(path).is_absolute() else root / path
     if not directory.is_dir():
         raise ModelLoadError(f"evaluate.models.{name}: {directory} is not a directory (run the stage that writes it)")
     model, tokenizer = load_published(directory, runtime)
+    return Subject(name, directory, _layout(name, tokenizer, plain_models, directory), model, tokenizer,
+                   fingerprint(directory))
+
+
+def _layout(name: str, tokenizer, plain_models: Sequence[str], where: Path) -> str:
+    """plain (listed in evaluate.plain_models) or chat (needs the tokenizer's chat template)."""
+    from medlab.runtime import ModelLoadError
+
     layout = "plain" if name in plain_models else "chat"
     if layout == "chat" and not getattr(tokenizer, "chat_template", None):
-        raise ModelLoadError(f"evaluate.models.{name}: {directory} has no chat template; "
+        raise ModelLoadError(f"evaluate.models.{name}: {where} has no chat template; "
                              f"add it to evaluate.plain_models to prompt it as plain text")
-    return Subject(name, directory, layout, model, tokenizer, fingerprint(directory))
+    return layout
 
 
 class TaskStore:
@@ -227,14 +247,26 @@ def generator(subject: Subject, cache: CallCache, batch_size: int, max_new_token
 
 # ------------------------------------------------------------------------ tasks
 def mcq_task(subject: Subject, items: Sequence[McqItem], shots: Sequence[McqItem], domain: str, scoring: str,
-             batch_size: int, n_boot: int, seed: int, progress=None) -> dict:
+             batch_size: int, n_boot: int, seed: int, progress=None, calls: CallCache | None = None,
+             stats: CallStats | None = None) -> dict:
     """One set under one log-likelihood scoring: summary (acc and acc_norm families),
-    per-category accuracy and per-item outcomes (for paired comparisons)."""
+    per-category accuracy and per-item outcomes (for paired comparisons). A served subject
+    (``logprobs: true``) is scored from its endpoint's log-probabilities, each call through
+    ``calls``."""
     if subject.layout == "chat":
         subject.tokenizer.padding_side = "right"  # the generation backend may have set left
+    scorer = None
+    if subject.hosted:
+        if calls is None:
+            raise ValueError(f"{subject.name}: an endpoint's log-likelihoods go through a call cache; pass calls=")
+        from medlab.evaluate.endpoint_loglik import endpoint_logprobs
+
+        def scorer(pairs):
+            return endpoint_logprobs(subject.backend, subject.tokenizer, pairs, calls,
+                                     label=f"{subject.name}:mcq_{scoring}", stats=stats)
     results = mcq.score_loglik(subject.model, subject.tokenizer, items, shots, scoring=scoring,
                                layout=subject.layout, domain=DOMAIN_WORD.get(domain, "医学"),
-                               batch_size=batch_size, progress=progress)
+                               batch_size=batch_size, progress=progress, scorer=scorer)
     chance = chance_of(items)
     summary = mcq.summarise(results, chance, n_boot=n_boot, seed=seed)
     normed = mcq.summarise(results, chance, norm=True, n_boot=n_boot, seed=seed)

@@ -105,6 +105,28 @@ class CallCache:
         self.db.commit()  # one transaction per call: what completed, stays completed
         self.writes += 1
 
+    def get_result(self, key: str) -> dict | None:
+        """A stored non-chat result (e.g. a prompt's log-probabilities), or None."""
+        if self.mode != "use":
+            return None
+        row = self.db.execute("SELECT text FROM calls WHERE key = ? AND failed IS NULL", (key,)).fetchone()
+        if row is None:
+            return None
+        self.hits += 1
+        return json.loads(row[0])
+
+    def put_result(self, key: str, backend: Backend, request: dict, result: dict, failed: str | None = None) -> None:
+        """Store a non-chat call's result as JSON in the same table (``failed``: refused, retried next run)."""
+        if self.db is None:
+            return
+        self.db.execute(
+            "INSERT OR REPLACE INTO calls (key, backend, model, request, text, truth, prompt_tokens, "
+            "completion_tokens, finish_reason, failed) VALUES (?, ?, ?, ?, ?, NULL, ?, 0, NULL, ?)",
+            (key, backend.name, backend.model, json.dumps(request), json.dumps(result),
+             len(request.get("prompt_token_ids", ())), failed))
+        self.db.commit()
+        self.writes += 1
+
     def __len__(self) -> int:
         """Completed calls held (failed ones not counted)."""
         return 0 if self.db is None else self.db.execute(
