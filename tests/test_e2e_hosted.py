@@ -6,6 +6,9 @@ preamble, markdown, JSON in code fences, reasoning before the letter, refusals) 
 * the filter's rubric judge and the evaluate/compare judge,
 * an evaluation subject (an endpoint file in evaluate.models: generation mode, token usage
   and cost, the probe's generation readout, paired tests against a local recipe),
+* a served subject with prompt log-probabilities (a toy model behind the fake server's
+  vLLM-style /v1/completions, its tokenizer files in external/: MCQ by log-likelihood
+  through the endpoint),
 
 with public data as it is: HuatuoGPT-II SFT chats sent through the filter
 (general_mix, domain general_medicine), DISC-Med-SFT as a fine-tuning dataset read as it
@@ -19,11 +22,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import build_toy_model
 from helpers.workspace import clean_copy, run_dvc
 from ruamel.yaml import YAML
 from test_e2e import ROOT, stages_run
@@ -32,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 HELPER = Path(__file__).parent / "helpers" / "fake_openai.py"
 # recognisable, and made now (so that not even this file, copied into the run's folder, holds it)
 SECRET = "sk-medlab-e2e-" + secrets.token_hex(8)
-MODELS = ("general_to_specific", "public_to_specific", "api")  # no base: CI time
+MODELS = ("general_to_specific", "public_to_specific", "api", "served")  # no base: CI time
 SAMPLE_TASKS = ("cmb_exam", "cmexam", "medqa_mcmle", "medmcqa", "ceval_medicine", "cmmlu_medicine", "cmb_clin")
 
 
@@ -41,7 +46,7 @@ def endpoint(url: str, model: str) -> dict:
             "max_retries": 3}
 
 
-def configure(repo: Path, url: str) -> None:
+def configure(repo: Path, url: str, served_model: Path) -> None:
     yaml = YAML()
     path = repo / "params.yaml"
     doc = yaml.load(path.read_text(encoding="utf-8"))
@@ -66,8 +71,9 @@ def configure(repo: Path, url: str) -> None:
     ev = doc["evaluate"]
     ev["models"] = {"general_to_specific": "models/finetune/general_to_specific",
                     "public_to_specific": "models/finetune/public_to_specific",
-                    "api": "external/endpoints/fake_chat.yaml"}
-    ev["plain_models"] = []
+                    "api": "external/endpoints/fake_chat.yaml",
+                    "served": "external/endpoints/served_base.yaml"}
+    ev["plain_models"] = ["served"]  # prompted as plain text
     ev["task_dirs"] = ["samples/tasks"]
     ev["tasks"] = [*ev["tasks"], *SAMPLE_TASKS]
     ev["judge"]["backend"] = "openai"
@@ -86,19 +92,30 @@ def configure(repo: Path, url: str) -> None:
         "kind: openai\n" + "".join(f"{k}: {json.dumps(v)}\n" for k, v in {
             **endpoint(url, "fake-chat"), "seed": 7, "max_new_tokens": 256, "price_prompt_per_m": 2.5,
             "price_completion_per_m": 10.0}.items()), encoding="utf-8")
+    (repo / "external/endpoints/served_base.yaml").write_text(  # the fake serves models/base (--serve-model)
+        "kind: openai\n" + "".join(f"{k}: {json.dumps(v)}\n" for k, v in {
+            **endpoint(url, "served-toy"), "logprobs": True, "tokenizer": "external/served_toy"}.items()),
+        encoding="utf-8")
+    served = repo / "external/served_toy"  # what a vLLM user has: the served model's tokenizer files
+    served.mkdir()
+    for file in served_model.iterdir():
+        if not file.name.endswith(".safetensors"):
+            shutil.copy(file, served / file.name)
 
 
 @pytest.fixture(scope="module")
 def hosted_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hosted")
+    served_model = build_toy_model(tmp / "served_toy")  # the model the fake server serves log-probs of
     server = subprocess.Popen([sys.executable, str(HELPER), "--log", str(tmp / "calls.jsonl"), "--fail-rate", "0.1",
-                               "--key", SECRET, "--messy"], stdout=subprocess.PIPE, text=True)
+                               "--key", SECRET, "--messy", "--serve-model", str(served_model)],
+                              stdout=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{server.stdout.readline().split()[1]}/v1"
     saved = os.environ.get("MEDLAB_E2E_KEY")
     os.environ["MEDLAB_E2E_KEY"] = SECRET
     try:
         repo = clean_copy(tmp / "repo", overlay="params.smoke.yaml", source=ROOT)
-        configure(repo, url)
+        configure(repo, url, served_model)
         yield repo, run_dvc(repo, "repro")[0], tmp / "calls.jsonl"
     finally:
         server.kill()
@@ -156,7 +173,13 @@ def test_the_endpoint_is_evaluated_and_compared_like_a_local_model(hosted_run):
     answers = probe["patient_discrimination"]["generation"]["answers"]
     assert answers["asked"] > 0 and answers["refusals"] >= 0
     compared = read(repo, "reports/metrics/compare.json")
-    assert "api" in {r["model"] for r in compared["table"]}
+    assert {"api", "served"} <= {r["model"] for r in compared["table"]}
+    served = read(repo, "reports/metrics/evaluate/served.json")  # log-likelihood from the served toy model
+    headline = served["headline_scoring"]
+    assert headline != "generation" and served["anesthesia_mcq"]["scoring"].startswith(headline)
+    local = read(repo, "reports/metrics/evaluate/general_to_specific.json")["anesthesia_mcq"]["scorings"]
+    assert set(served["anesthesia_mcq"]["scorings"]) == set(local)  # every scoring a local model gets
+    assert served["layout"] == "plain" and served["usage"]["prompt_tokens"] > 0
     paired = {(r["a"], r["b"], r["task"]) for r in compared["paired"]}
     assert ("api", "general_to_specific", "anesthesia_mcq/generation") in paired
     assert ("api", "general_to_specific", "cmb_clin") in paired  # CMB-Clin answers compared by ROUGE-L

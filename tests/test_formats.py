@@ -223,3 +223,36 @@ def test_no_bootstrap_means_no_interval_not_a_crash():
     assert bootstrap_ci(lambda x: x.mean(), [1, 0, 1], n_boot=0) is None
     assert mean_ci([1, 0, 1], n_boot=0) == {"mean": 2 / 3, "ci": None, "n": 3}
     assert paired_bootstrap([1, 1, 0], [0, 1, 0], n_boot=0) == {"diff": 1 / 3, "ci": None, "p": None, "n": 3}
+
+
+def test_preflight_reads_every_record_and_reads_a_clean_file_once(tmp_path, monkeypatch):
+    """A bad record or a repeated id far past the first records is named at pre-flight
+    (file:line); a clean file's verdict is cached until the file changes."""
+    from medlab.formats import peek
+
+    def chat(k: int) -> str:
+        return json.dumps({"_id": f"c{k}", "conversation": [{"role": "user", "content": f"问题{k}"},
+                                                            {"role": "assistant", "content": f"回答{k}"}]},
+                          ensure_ascii=False)
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the verdict cache goes under this project
+    path = tmp_path / "disc.jsonl"
+    lines = [chat(k) for k in range(3000)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert peek.peek_problem(path, "instructions", "disc_med_sft") is None
+    read = []
+    monkeypatch.setattr(peek, "scan", lambda *a, **k: read.append(a) or 0)
+    assert peek.peek_problem(path, "instructions", "disc_med_sft") is None and read == []  # cached: not read again
+    monkeypatch.undo()
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    lines[2500] = '{"_id": "bad", "conversation": [{"role": "doctor"}]}'
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # changed: read again, the bad line named
+    assert peek.peek(path, "instructions", "disc_med_sft") == peek.PEEK_RECORDS  # the first pass alone misses it
+    assert peek.peek_problem(path, "instructions", "disc_med_sft").startswith(f"{path}:2501: conversation[0]")
+    lines[2500] = chat(7)  # an id seen on line 8
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert peek.peek_problem(path, "instructions", "disc_med_sft") == f"{path}:2501: id 'c7' repeats the one at {path}:8"
+    mcq = tmp_path / "medmcqa.jsonl"  # never a 4 (a 0-based file without 0s): the base check counts every item
+    mcq.write_text("".join(json.dumps({"id": f"m{k}", "question": f"问题{k}", "opa": "甲", "opb": "乙", "opc": "丙",
+                                       "opd": "丁", "cop": k % 3 + 1}) + "\n" for k in range(200)), encoding="utf-8")
+    assert "cop never takes the value 4 in 200 items" in peek.peek_problem(mcq, "mcq", "medmcqa")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_files(dest: Path) -> Path:
     """The files the block is rendered from, copied (so a test can change one)."""
-    for rel in ("README.md", "params.yaml", "benchmarks/results/dedup_scaling.json"):
+    for rel in ("README.md", "params.yaml", "benchmarks/results/filter_scaling.json"):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest / rel)
     shutil.copytree(ROOT / "reports" / "metrics", dest / "reports" / "metrics")

@@ -114,6 +114,7 @@ class ServedModel:
 
         with self.lock:  # one forward pass at a time (and one load)
             if self.model is None:
+                torch.set_num_threads(1)  # a test server beside the pipeline it serves
                 self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
                 self.model = AutoModelForCausalLM.from_pretrained(self.directory, torch_dtype=torch.float32).eval()
             with torch.no_grad():
@@ -122,12 +123,13 @@ class ServedModel:
         nxt = int(logprobs[-1].argmax())
         ids = list(ids) + [nxt]
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
-        token_logprobs, top = [None], [None]
-        for t in range(1, len(ids)):
-            row = logprobs[t - 1]
-            best = int(row.argmax())
-            token_logprobs.append(float(row[ids[t]]))
-            top.append({tokens[t]: float(row[ids[t]]), self.tokenizer.convert_ids_to_tokens(best): float(row[best])})
+        # position t - 1 predicts token t: the token's log-prob and the top one, all at once
+        token_lp = logprobs.gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1).tolist()
+        top_lp, top_id = (values.tolist() for values in logprobs.max(dim=-1))
+        top_tokens = self.tokenizer.convert_ids_to_tokens(top_id)
+        token_logprobs = [None, *token_lp]
+        top = [None] + [{tokens[t]: token_lp[t - 1], top_tokens[t - 1]: top_lp[t - 1]}
+                        for t in range(1, len(ids))]
         offsets, at = [], 0
         for token in tokens:
             offsets.append(at)

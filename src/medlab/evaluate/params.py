@@ -15,7 +15,7 @@ from medlab.llm.params import (
     OpenAITeacherParams,
     RubricJudgeParams,
 )
-from medlab.section import ConfigError, Section, model_path_problem
+from medlab.section import ConfigError, Section, model_path_problem, read_yaml
 
 
 class EvalMcqParams(Section):
@@ -74,7 +74,7 @@ class EvaluateParams(Section):
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         out: list[tuple[tuple, str]] = []
-        from medlab.evaluate.endpoint import endpoint_problem, is_endpoint, load_endpoint
+        from medlab.evaluate.endpoint import endpoint_problem, is_endpoint
 
         for name, path in self.models.items():
             if not re.fullmatch(r"[a-z0-9_]+", name):
@@ -84,11 +84,12 @@ class EvaluateParams(Section):
                     out.append((("models", name), problem))
             elif Path(path).parts[:1] != ("models",) and (problem := model_path_problem(path, root)):
                 out.append((("models", name), problem))
-        def scores_logprobs(path: str) -> bool:  # an endpoint file that says logprobs: true
+        def scores_logprobs(path: str) -> bool:  # an endpoint file that says logprobs: true (valid or not)
             try:
-                return load_endpoint(path, root).logprobs
-            except ConfigError:
+                doc = read_yaml(Path(path) if Path(path).is_absolute() else root / path)
+            except (ConfigError, OSError):
                 return False  # reported above
+            return isinstance(doc, dict) and doc.get("logprobs") is True
 
         for name in self.plain_models:
             if name not in self.models:

@@ -40,6 +40,7 @@ class JudgeParams(Section):
 
 
 class DedupParams(Section):
+    enabled: bool = True
     ngram: int = Field(ge=1)
     num_perm: int = Field(ge=16)
     threshold: float = Field(gt=0.0, le=1.0)

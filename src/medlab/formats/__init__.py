@@ -5,7 +5,7 @@
     mcq            multiple-choice exams (CMB-Exam, CMExam, MedQA, MedMCQA, C-Eval, CMMLU)
     instructions   SFT / chat sets (alpaca, MOSS, ShareGPT, HuatuoGPT-II, DISC-Med-SFT)
     cases          clinical cases with question chains (CMB-Clin)
-    peek           pre-flight: a configured file's first records through its reader
+    peek           pre-flight: a configured file's every record through its reader (verdict cached)
     params         the params entries naming a file, its format and encoding
 
 Every reader names the file and line of a bad record.
@@ -13,7 +13,7 @@ Every reader names the file and line of a bad record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 R = TypeVar("R")
@@ -26,13 +26,16 @@ class FormatError(ValueError):
 def unique_ids(records: Iterable[R], ident: Callable[[R], str], where: Callable[[R], str]) -> list[R]:
     """``records`` as a list, checked that no id appears twice (an empty id is not checked):
     the one rule every loader applies, its error naming both places."""
+    return list(iter_unique(records, ident, where))
+
+
+def iter_unique(records: Iterable[R], ident: Callable[[R], str], where: Callable[[R], str]) -> Iterator[R]:
+    """``unique_ids`` streamed: only the ids seen so far are kept, not the records."""
     seen: dict[str, str] = {}
-    out = []
     for record in records:
         key = ident(record)
         if key and key in seen:
             raise FormatError(f"{where(record)}: id {key!r} repeats the one at {seen[key]}")
         if key:
             seen[key] = where(record)
-        out.append(record)
-    return out
+        yield record

@@ -33,7 +33,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from medlab.formats import FormatError, unique_ids
+from medlab.formats import FormatError, iter_unique
 from medlab.formats.text import existing_file, iter_csv, iter_json_array, iter_json_lines
 from medlab.records import McqItem, RecordError, validate_record
 
@@ -151,18 +151,31 @@ def load_mcq(path: Path | str, fmt: str, source: str | None = None, encoding: st
     """Every item of a multiple-choice file (the first ``limit``: pre-flight), with the
     checks that need the whole file: no id twice (the file's own ids where it has them),
     MedMCQA's answer base."""
-    items = unique_ids(islice(iter_mcq(path, fmt, source, encoding), limit),
+    items = list(checked_mcq(path, fmt, source, encoding, limit))
+    if limit is None:  # the base is a property of the whole file (pre-flight scans it all)
+        check_answer_base(path, fmt, {item.meta.get("cop") for item in items}, len(items))
+    return items
+
+
+def checked_mcq(path: Path | str, fmt: str, source: str | None = None, encoding: str = "utf-8",
+                limit: int | None = None) -> Iterator[McqItem]:
+    """``iter_mcq`` with no id twice, streamed (``load_mcq`` and the whole-file pre-flight)."""
+    return iter_unique(islice(iter_mcq(path, fmt, source, encoding), limit),
                        lambda i: i.id if fmt == "medlab" else str(i.meta.get("native_id") or ""),
                        lambda i: i.meta["where"])
-    if fmt in ("medmcqa", "medmcqa_hf") and len(items) >= BASE_CHECK_MIN_ITEMS:
-        base = 1 if fmt == "medmcqa" else 0
-        used = {item.meta["cop"] for item in items}
-        # a 0-based file read as 1-4 never shows a 4; a 1-based one read as 0-3 never a 0
-        missing = base + 3 if fmt == "medmcqa" else base
-        if missing not in used:
-            raise FormatError(f"{path}: cop never takes the value {missing} in {len(items)} items "
-                              f"(values used: {sorted(used)}): the file looks "
-                              f"{'0-based' if fmt == 'medmcqa' else '1-based'}, and read as {fmt} every answer "
-                              f"would shift by one option -- use format "
-                              f"{'medmcqa_hf' if fmt == 'medmcqa' else 'medmcqa'}")
-    return items
+
+
+def check_answer_base(path: Path | str, fmt: str, used: set, count: int) -> None:
+    """MedMCQA's ``cop`` is 1-4 (``medmcqa``) or 0-3 (``medmcqa_hf``): a file read with the
+    wrong base never uses the value the other base lacks (``used``: every cop of the file)."""
+    if fmt not in ("medmcqa", "medmcqa_hf") or count < BASE_CHECK_MIN_ITEMS:
+        return
+    base = 1 if fmt == "medmcqa" else 0
+    # a 0-based file read as 1-4 never shows a 4; a 1-based one read as 0-3 never a 0
+    missing = base + 3 if fmt == "medmcqa" else base
+    if missing not in used:
+        raise FormatError(f"{path}: cop never takes the value {missing} in {count} items "
+                          f"(values used: {sorted(u for u in used if u is not None)}): the file looks "
+                          f"{'0-based' if fmt == 'medmcqa' else '1-based'}, and read as {fmt} every answer "
+                          f"would shift by one option -- use format "
+                          f"{'medmcqa_hf' if fmt == 'medmcqa' else 'medmcqa'}")

@@ -131,7 +131,7 @@ def context(root: Path) -> dict:
     deid = metric["filter"]["deid"]
     heldout = deid["heldout"]["recall_by_type"]
     reasons = metric["filter"]["reasons"]
-    dedup_runs = read_json(root, "benchmarks/results/dedup_scaling.json")["runs"]
+    scaling = read_json(root, "benchmarks/results/filter_scaling.json")
     train = params["pretrain"]["train"]
     return {
         "params": params, "knowledge": metric["knowledge"], "corpus": metric["corpus"],
@@ -148,7 +148,8 @@ def context(root: Path) -> dict:
                          if name != "no KB subject"],
         "deid_worst": sorted(((k, v) for k, v in heldout.items() if v < 1), key=lambda kv: kv[1])[:2],
         "deid_perfect": sorted(k for k, v in heldout.items() if v == 1),
-        "dedup": max(dedup_runs, key=lambda r: r["records"]),
+        "scale": max(scaling["runs"], key=lambda r: r["records"]), "scale_exponent": scaling["exponent"],
+        "scale_cpus": scaling["machine"]["cpus"], "scale_baseline": scaling.get("baseline"),
         "n_tests": len(paired), "headline_scoring": headline, "chance": chance, "rows": rows,
         "letters": letters, "letters_at_chance": all(abs(v - chance) <= 0.03 for v in letters),
         "vs_base": {"low": min(r["diff"] for r in vs_base), "high": max(r["diff"] for r in vs_base),
