@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -29,9 +28,8 @@ DRUGS = ["丙泊酚", "阿托品", "新斯的明", "纳洛酮", "芬太尼", "�
 @pytest.fixture()
 def messy_server(tmp_path):
     log = tmp_path / "calls.jsonl"
-    srv = fake_openai.serve(0, str(log), delay_ms=0, fail_rate=0.0, key="hosted-key", messy=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1", log
+    srv, url = fake_openai.start(log, key="hosted-key", messy=True)
+    yield url, log
     srv.shutdown()
 
 
@@ -134,11 +132,10 @@ def serving(tmp_path):
 
     def start(directory: Path, max_context: int = 4096, fail_rate: float = 0.2):
         log = tmp_path / f"served{len(servers)}.jsonl"
-        srv = fake_openai.serve(0, str(log), delay_ms=0, fail_rate=fail_rate, key="hosted-key",
-                                served=fake_openai.ServedModel(str(directory)), max_context=max_context)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        srv, url = fake_openai.start(log, fail_rate=fail_rate, key="hosted-key",
+                                     served=fake_openai.ServedModel(str(directory)), max_context=max_context)
         servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}/v1", log
+        return url, log
 
     yield start
     for srv in servers:

@@ -7,7 +7,6 @@ import json
 import socket
 import string
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -205,10 +204,8 @@ def test_teacher_templates_cover_every_relation(kb):
 @pytest.fixture()
 def server(tmp_path):
     log = tmp_path / "calls.jsonl"
-    srv = fake_openai.serve(0, str(log), delay_ms=0, fail_rate=0.5, key="test-key")
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1", log
+    srv, url = fake_openai.start(log, fail_rate=0.5)
+    yield url, log
     srv.shutdown()
 
 
@@ -227,10 +224,9 @@ def quiet_server(tmp_path):
 
     def start(messy=False, delay_ms=0):
         log = tmp_path / f"calls{len(servers)}.jsonl"
-        srv = fake_openai.serve(0, str(log), delay_ms=delay_ms, fail_rate=0.0, key="test-key", messy=messy)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        srv, url = fake_openai.start(log, delay_ms=delay_ms, messy=messy)
         servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}/v1", log
+        return url, log
 
     yield start
     for srv in servers:
@@ -271,9 +267,7 @@ def test_openai_missing_key_variable(monkeypatch):
 
 def test_unreachable_endpoint_fails_after_bounded_retries_and_keeps_cached_work(monkeypatch, tmp_path):
     url, log = f"http://127.0.0.1:{free_port()}/v1", tmp_path / "log.jsonl"
-    srv = fake_openai.serve(int(url.split(":")[2].split("/")[0]), str(log), 0, 0.0, "test-key")
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+    srv, _ = fake_openai.start(log, port=int(url.split(":")[2].split("/")[0]))
     cache = CallCache(tmp_path / "c.sqlite")
     backend = openai_backend(url, monkeypatch, retries=1)
     generate_cached(backend, [req(f"第{i}题") for i in range(3)], cache)

@@ -258,6 +258,14 @@ def serve(port: int, log: str, delay_ms: float, fail_rate: float, key: str, mess
     return server
 
 
+def start(log, port: int = 0, delay_ms: float = 0.0, fail_rate: float = 0.0, key: str = "test-key",
+          **options) -> tuple[ThreadingHTTPServer, str]:
+    """``serve`` in a daemon thread of this process (tests): the server and its base URL."""
+    server = serve(port, str(log), delay_ms, fail_rate, key, **options)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
