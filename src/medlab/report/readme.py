@@ -30,6 +30,7 @@ END = "<!-- /results -->"
 CLAIMS = {
     ("general_to_specific", "specific_only"): "Hypnos' general-medicine stage first",
     ("general_to_specific", "general_to_specific_unfiltered"): "the filter, same recipe on filtered vs unfiltered data",
+    ("general_to_specific", "general_to_specific_unfiltered_matched"): "the filter at the same token budget",
     ("one_stage_priority", "general_to_specific"): "HuatuoGPT-II's one stage vs Hypnos' two",
     ("two_stage_disc", "general_to_specific"): "DISC's behaviour stage after broad SFT vs Hypnos' recipe",
     ("general_to_specific_dpo", "general_to_specific"): "DPO on the filter's preference pairs",
@@ -97,6 +98,19 @@ def _pair(paired: Sequence[Mapping], a: str, b: str, task: str) -> Mapping | Non
     return next((r for r in paired if r["a"] == a and r["b"] == b and r["task"] == task), None)
 
 
+def _budget(root: Path, recipe: str) -> dict | None:
+    """What a recipe trained on: optimizer steps and answer tokens (the loss-bearing tokens of
+    each SFT stage's packed data x its epochs), from reports/metrics/finetune/<recipe>.json;
+    None for a model no recipe trained."""
+    path = root / "reports" / "metrics" / "finetune" / f"{recipe}.json"
+    if not path.is_file():
+        return None
+    metrics = read_json(root, f"reports/metrics/finetune/{recipe}.json")
+    tokens = sum(s["packed"]["trained_tokens"] * s["epochs"] for s in metrics["stages"]
+                 if isinstance(s.get("packed"), dict) and "trained_tokens" in s["packed"])
+    return {"steps": metrics["total_steps"], "tokens": tokens}
+
+
 def context(root: Path) -> dict:
     """Everything the result sections show, read from the run's files (a missing one is named)."""
     root = Path(root)
@@ -157,7 +171,8 @@ def context(root: Path) -> dict:
                     "max_p": max(r["p_holm"] for r in vs_base)},
         "claims": [{"a": a, "b": b, "label": CLAIMS.get((a, b), f"{a} vs {b}"),
                     "anesthesia": _pair(paired, a, b, f"anesthesia_mcq/{headline}"),
-                    "general": _pair(paired, a, b, f"general_mcq/{headline}")}
+                    "general": _pair(paired, a, b, f"general_mcq/{headline}"),
+                    "budget": (_budget(root, a), _budget(root, b))}
                    for a, b in params["compare"]["pairs"]],
         "ner": [table[m]["NER F1"]["value"] for m in models],
         "ner_max": max(table[m]["NER F1"]["value"] for m in models),
