@@ -32,8 +32,8 @@ def dvc(repo: Path, *args: str) -> str:
     return run_dvc(repo, *args)[0]
 
 
-RECIPES = ("specific_only", "general_to_specific", "one_stage_priority", "two_stage_disc",
-           "general_to_specific_unfiltered", "general_to_specific_dpo", "general_to_specific_stigma")
+# the default run's recipes and models, as params.yaml lists them (the smoke overlay keeps them all)
+RECIPES = tuple(YAML(typ="safe").load((ROOT / "params.yaml").read_text(encoding="utf-8"))["finetune"]["recipes"])
 MODELS = ("base", *RECIPES)
 EVALUATED = sorted(f"evaluate@{m}" for m in MODELS)
 PROBED = sorted(f"probe@{m}" for m in MODELS)
