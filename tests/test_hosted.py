@@ -142,7 +142,7 @@ def serving(tmp_path):
         srv.shutdown()
 
 
-@pytest.mark.parametrize("name", ["toy", "qwen2", "llama"])
+@pytest.mark.parametrize("name", ["toy", "qwen2", "llama", "mistral"])
 def test_a_served_model_scores_mcq_by_log_likelihood_like_the_local_weights(name, family_dirs, serving, tmp_path,
                                                                             monkeypatch):
     """Parity: the same weights scored here and through a server that returns their prompt
