@@ -282,7 +282,7 @@ def test_every_builtin_recipe_validates_and_uses_known_datasets(root):
     params = validate_params(read_yaml(root / "params.yaml"), root=root)
     assert set(params.finetune.recipes) >= {
         "specific_only", "general_to_specific", "one_stage_priority", "two_stage_disc",
-        "general_to_specific_unfiltered", "general_to_specific_dpo", "general_to_specific_stigma"}
+        "general_to_specific_unfiltered_matched", "general_to_specific_dpo", "general_to_specific_stigma"}
     assert params.finetune.recipes["one_stage_priority"][0].schedule == "priority"
     assert [s.kind for s in params.finetune.recipes["general_to_specific_dpo"]] == ["sft", "sft", "dpo"]
 

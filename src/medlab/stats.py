@@ -8,10 +8,15 @@ reproducible. Paired tests compare two systems *on the same items*:
 * ``mcnemar``: exact McNemar test on paired 0/1 outcomes: only the discordant items
   count; under H0 each discordant item favours a or b with probability 1/2, so
   p = two-sided binomial test of (#a-only wins) out of (#discordant);
-* ``permutation_paired``: sign-flip permutation test of a mean paired difference.
+* ``permutation_paired``: sign-flip permutation test of a mean paired difference;
+* ``hierarchical_bootstrap``: a difference measured on several training seeds, each on
+  the same items: resample seeds, then items within each drawn seed, so the CI holds
+  seed-to-seed variance as well as the test set's.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import binomtest
@@ -87,3 +92,47 @@ def permutation_paired(diff, n_perm: int = 10000, seed: int = 0) -> float:
         signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, len(diff)))
     means = np.abs((signs * diff).mean(axis=1))
     return float((means >= observed - 1e-12).mean())
+
+
+def hierarchical_bootstrap(per_seed: Mapping[int, Sequence[np.ndarray]], statistic: Callable[..., float],
+                           n_boot: int = 2000, seed: int = 0) -> dict:
+    """A statistic measured on each training seed's items, pooled over seeds with a
+    two-level bootstrap (Davison & Hinkley's resampling of clusters, then of units).
+
+    ``per_seed``: seed -> arrays whose rows are that seed's items (resampled together,
+    e.g. the paired 0/1 outcomes of a and b, or their per-item differences);
+    ``statistic(*arrays)`` -> one number for one seed. Estimate = mean over seeds of the
+    per-seed statistic. Each resample draws S seeds with replacement and, for each drawn
+    seed, its items with replacement, and averages the per-seed statistics: the spread
+    then carries both the seed-to-seed variance and the item-sampling variance (a
+    resample of items alone would treat one training run as the whole truth). With 3
+    seeds there are only 10 distinct seed multisets, so the interval is coarse: that is
+    what three seeds can say. p = twice the share of resamples across 0 (as
+    ``paired_bootstrap``). ``sign_agreement``: every seed's own estimate has the sign of
+    the pooled one (a zero counts as a disagreement)."""
+    seeds = sorted(per_seed)
+    if not seeds:
+        raise ValueError("no seeds")
+    units = {s: [np.asarray(a) for a in per_seed[s]] for s in seeds}
+    per = {s: float(statistic(*units[s])) for s in seeds}
+    estimate = float(np.mean([per[s] for s in seeds]))
+    sign = np.sign(estimate)
+    out = {"diff": estimate, "per_seed": {str(s): per[s] for s in seeds}, "seeds": seeds,
+           "sign_agreement": bool(sign != 0 and all(np.sign(v) == sign for v in per.values())),
+           "n": int(min(len(units[s][0]) for s in seeds)), "ci": None, "p": None}
+    if n_boot == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = rng.integers(0, len(seeds), len(seeds))
+        total = 0.0
+        for j in drawn:
+            arrays = units[seeds[j]]
+            index = rng.integers(0, len(arrays[0]), len(arrays[0]))
+            total += statistic(*(a[index] for a in arrays))
+        values[b] = total / len(drawn)
+    lo, hi = np.quantile(values, [0.025, 0.975])
+    out["ci"] = [float(lo), float(hi)]
+    out["p"] = float(min(1.0, 2 * min((values <= 0).mean(), (values >= 0).mean())))
+    return out

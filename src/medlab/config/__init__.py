@@ -35,7 +35,7 @@ from medlab.evaluate.params import (
     unknown_recipe_models,
 )
 from medlab.filter.params import FilterParams, self_judging
-from medlab.finetune.params import FinetuneParams, context_problem
+from medlab.finetune.params import FinetuneParams, context_problem, seed_problem
 from medlab.generate.params import GenerateParams
 from medlab.human.params import BlindParams, UnblindParams, human_problems
 from medlab.knowledge.params import KnowledgeParams
@@ -94,6 +94,8 @@ class Params(Section):
                         f"{why}: a model grading its own output is not cross-filtering; set true to allow it"))
         if (why := context_problem(self)) is not None:
             out.append((("finetune", "train", "max_length"), why))
+        if (why := seed_problem(self)) is not None:
+            out.append((("finetune", "seeds", 0), why))
         out += [(("evaluate", "models", name), why) for name, why in unknown_recipe_models(self)]
         return out + compare_problems(self) + human_problems(self)
 

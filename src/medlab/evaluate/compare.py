@@ -16,6 +16,13 @@ items both answered, and treats each item as the unit that is resampled:
 
 Many comparisons are made at once, so p-values are also given Holm-adjusted over the
 whole family (``holm``): a "significant" row then holds at 5% family-wise error.
+
+Seeds: when both models of a pair were trained with several seeds (``finetune.seeds``,
+``seeded_recipes``; evaluate writes each further seed's outcomes), the row is the mean
+over seeds of the per-seed paired difference, with a CI and p from a hierarchical
+bootstrap (seeds, then items: ``medlab.stats.hierarchical_bootstrap``), every seed's own
+difference, and whether they all share its sign (``compare_seeds``). Rows of a model
+trained once say ``n_seeds: 1``: their CI holds the test items' variance only.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from medlab.evaluate.ner import micro_f1_of_counts
-from medlab.stats import mcnemar, paired_bootstrap
+from medlab.stats import hierarchical_bootstrap, mcnemar, paired_bootstrap
 
 
 def task_kind(task: str, outcome=None) -> str:
@@ -108,6 +115,67 @@ def compare_task(task: str, a: Mapping, b: Mapping, n_boot: int = 2000, seed: in
     return out
 
 
+def _f1_gap(a: np.ndarray, b: np.ndarray) -> float:
+    return micro_f1_of_counts(a) - micro_f1_of_counts(b)
+
+
+def _mean(d: np.ndarray) -> float:
+    return float(d.mean())
+
+
+def seed_units(task: str, a: Mapping, b: Mapping) -> tuple[str, tuple[np.ndarray, ...], object, float, float]:
+    """One seed's paired comparison reduced to what the hierarchical bootstrap resamples:
+    (metric, per-item arrays, statistic of them, mean of a, mean of b) on the items both
+    have -- the same metric ``compare_task`` tests (accuracy, grounded accuracy, ROUGE-L
+    without gold entities, micro-F1 from per-sentence counts, diagnosis named)."""
+    ids = _common(a, b)
+    if not ids:
+        raise ValueError(f"{task}: the two models share no items")
+    kind = task_kind(task, a[ids[0]])
+    if kind == "ner":
+        x = np.array([a[i] for i in ids], dtype=float)
+        y = np.array([b[i] for i in ids], dtype=float)
+        return "micro_f1", (x, y), _f1_gap, micro_f1_of_counts(x), micro_f1_of_counts(y)
+    if kind == "mcq":
+        metric, x, y = "acc", [a[i][0] for i in ids], [b[i][0] for i in ids]
+    elif kind == "consult":
+        graded = [i for i in ids if a[i]["diagnosis"] is not None and b[i]["diagnosis"] is not None]
+        metric, x, y = "diagnosis", [a[i]["diagnosis"] for i in graded], [b[i]["diagnosis"] for i in graded]
+    elif not any(a[i]["grounded"] is not None for i in ids):
+        metric, x, y = "rouge_l_char", [a[i]["rouge_l_char"] for i in ids], [b[i]["rouge_l_char"] for i in ids]
+    else:
+        graded = [i for i in ids if a[i]["grounded"] is not None and b[i]["grounded"] is not None]
+        metric, x, y = "grounded_acc", [a[i]["grounded"] for i in graded], [b[i]["grounded"] for i in graded]
+    x, y = np.array(x, dtype=float), np.array(y, dtype=float)
+    return metric, (x - y,), _mean, float(x.mean()), float(y.mean())
+
+
+def compare_seeds(task: str, a: Mapping[int, Mapping], b: Mapping[int, Mapping], n_boot: int = 2000,
+                  seed: int = 0) -> dict:
+    """a - b on one task over the seeds both were trained with (``a``/``b``: seed ->
+    outcomes of that task), each seed paired item by item: the mean of the per-seed
+    differences, a hierarchical-bootstrap CI and p, the per-seed differences and whether
+    every seed agrees in sign."""
+    seeds = [s for s in a if s in b]
+    units = {s: seed_units(task, a[s], b[s]) for s in seeds}
+    metric = units[seeds[0]][0]
+    out = hierarchical_bootstrap({s: u[1] for s, u in units.items()}, units[seeds[0]][2], n_boot, seed)
+    out.update(metric=metric, n_seeds=len(seeds),
+               mean_a=float(np.mean([u[3] for u in units.values()])),
+               mean_b=float(np.mean([u[4] for u in units.values()])),
+               per_seed_means={str(s): [u[3], u[4]] for s, u in units.items()})
+    return out
+
+
+def outcome_score(task: str, outcomes: Mapping) -> float | None:
+    """A task's score from its per-item outcomes (the compare metric, as ``seed_units``
+    computes it for one model): accuracy, grounded accuracy, ROUGE-L, micro-F1 or the
+    share of cases with the diagnosis named."""
+    if not outcomes:
+        return None
+    return seed_units(task, outcomes, outcomes)[3]
+
+
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm-Bonferroni adjusted p-values (None stays None): sort ascending, multiply the
     k-th smallest by (m - k), keep the sequence monotone, cap at 1."""
@@ -123,19 +191,34 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 def decisive_p(result: dict) -> float | None:
     """The p-value a comparison is judged by: McNemar's where there is one (0/1
-    outcomes), else the paired bootstrap's."""
+    outcomes of one model each), else the (paired or hierarchical) bootstrap's."""
     return result["mcnemar"]["p"] if "mcnemar" in result else result.get("p")
 
 
 def compare_models(outcomes: Mapping[str, Mapping[str, Mapping]], pairs: Sequence[tuple[str, str]],
-                   tasks: Sequence[str], n_boot: int = 2000, seed: int = 0) -> list[dict]:
-    """Every pair on every task both models have; p-values Holm-adjusted over all rows."""
+                   tasks: Sequence[str], n_boot: int = 2000, seed: int = 0,
+                   replicates: Mapping[str, Mapping[int, Mapping[str, Mapping]]] | None = None) -> list[dict]:
+    """Every pair on every task both models have; p-values Holm-adjusted over all rows.
+
+    ``replicates``: model -> seed -> outcomes, the first seed's being ``outcomes[model]``
+    (models trained once may be absent). A pair whose models share two or more seeds that
+    all have the task is compared over those seeds (``compare_seeds``; ``item_level`` keeps
+    the first seed's item-level test beside it); any other pair on its one model each."""
+    replicates = replicates or {}
     rows = []
     for a, b in pairs:
         for task in tasks:
             if task in outcomes[a] and task in outcomes[b]:
-                rows.append({"a": a, "b": b, "task": task,
-                             **compare_task(task, outcomes[a][task], outcomes[b][task], n_boot, seed)})
+                single = compare_task(task, outcomes[a][task], outcomes[b][task], n_boot, seed)
+                ra, rb = replicates.get(a, {}), replicates.get(b, {})
+                common = [s for s in ra if s in rb and task in ra[s] and task in rb[s]]
+                if len(common) >= 2:
+                    item_level = {k: single[k] for k in ("diff", "ci", "p", "n")} | {"p_test": decisive_p(single)}
+                    rows.append({"a": a, "b": b, "task": task, **compare_seeds(
+                        task, {s: ra[s][task] for s in common}, {s: rb[s][task] for s in common}, n_boot, seed),
+                        "item_level": item_level})
+                else:
+                    rows.append({"a": a, "b": b, "task": task, **single, "n_seeds": 1})
     for row, adjusted in zip(rows, holm([decisive_p(r) for r in rows]), strict=True):
         row["p_test"] = decisive_p(row)
         row["p_holm"] = adjusted

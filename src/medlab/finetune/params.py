@@ -61,6 +61,7 @@ class FinetuneTrainParams(Section):
     gradient_accumulation_steps: int = Field(ge=1)
     max_length: int = Field(ge=16)
     packing: Literal["rows", "flat", "none"]
+    fused_loss: Literal["auto", "fused", "plain"]
     priority_window: int = Field(ge=1)
     learning_rate: float = Field(gt=0.0)
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"]
@@ -108,6 +109,8 @@ class FinetuneParams(Section):
     train: FinetuneTrainParams
     dpo: DpoParams
     launcher: LauncherParams
+    seeds: list[int] = Field(min_length=1)
+    seeded_recipes: list[str]
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         out: list[tuple[tuple, str]] = [(("datasets", name, k, *loc), why) for name, parts in self.datasets.items()
@@ -136,9 +139,22 @@ class FinetuneParams(Section):
             names = [s.name for s in stages]
             if len(set(names)) != len(names):
                 out.append((("recipes", recipe), f"stage names must be unique: {names}"))
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            out.append((("seeds",), f"seeds are distinct integers >= 0, got {self.seeds}"))
+        for k, name in enumerate(self.seeded_recipes):
+            if name not in self.recipes:
+                out.append((("seeded_recipes", k), f"unknown recipe {name!r} (known: {', '.join(self.recipes)})"))
         if self.launcher.kind == "accelerate" and not (root / self.launcher.config_file).is_file():
             out.append((("launcher", "config_file"), f"file not found: {root / self.launcher.config_file}"))
         return out
+
+
+def seed_problem(params) -> str | None:
+    """The published models are trained with the run's seed: one seed drives a default run."""
+    if params.finetune.seeds[0] != params.base.seed:
+        return (f"the first seed ({params.finetune.seeds[0]}) trains the published models and must be "
+                f"base.seed ({params.base.seed}); further seeds follow it")
+    return None
 
 
 def context_problem(params) -> str | None:

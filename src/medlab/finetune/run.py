@@ -11,6 +11,12 @@ model and apply the earlier stages' adapters in order). The key hashes everythin
 determines the stage: the fine-tuning code (``CODE`` and all it imports), the base
 model's fingerprint (medlab.runtime), this and every earlier stage's spec and data files,
 the training settings, the runtime and the seed.
+
+Seeds (``finetune.seeds``): the first trains the published model
+``models/finetune/<recipe>/``; a recipe in ``finetune.seeded_recipes`` is trained again
+with every further seed (all its stages: data order, priority draw, dropout) and each
+copy is published under ``models/finetune/<recipe>/seeds/s<seed>/``, for claims that
+hold over seeds, not for one draw (medlab.evaluate.compare).
 So a recipe whose first stages equal another's (Hypnos' recipe and Hypnos + DPO) reuses
 them instead of training them twice, and any change starts afresh.
 
@@ -63,8 +69,21 @@ from medlab.runtime import fingerprint as model_fingerprint
 CODE = ("medlab.finetune.run",)
 
 
-def stage_key(params, recipe: str, k: int, root: Path) -> str:
-    """Fingerprint of stage ``k`` of ``recipe`` and everything before it, and of the code."""
+def recipe_seeds(params, recipe: str) -> list[int]:
+    """The seeds ``recipe`` is trained with: all of ``finetune.seeds`` for a recipe in
+    ``finetune.seeded_recipes``, the first alone otherwise."""
+    ft = params.finetune
+    return list(ft.seeds) if recipe in ft.seeded_recipes else list(ft.seeds[:1])
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    """Where a further seed's copy of a published recipe lives (inside the recipe's folder)."""
+    return out / "seeds" / f"s{seed}"
+
+
+def stage_key(params, recipe: str, k: int, root: Path, seed: int | None = None) -> str:
+    """Fingerprint of stage ``k`` of ``recipe`` and everything before it, of the code and
+    of the seed (default: the first of ``finetune.seeds``)."""
     ft = params.finetune
     base = resolve_base(root / "models" / "base")
     stages = ft.recipes[recipe][:k + 1]
@@ -76,11 +95,11 @@ def stage_key(params, recipe: str, k: int, root: Path) -> str:
         [s.model_dump() for s in stages], datasets,
         {str(f.relative_to(root)): d for f, d in zip(files, file_hashes(files), strict=True)},
         ft.method, ft.lora.model_dump(), ft.rope_scaling.model_dump(), ft.train.model_dump(),
-        ft.dpo.model_dump(), Runtime.of(params).describe(), params.base.seed)
+        ft.dpo.model_dump(), Runtime.of(params).describe(), ft.seeds[0] if seed is None else seed)
 
 
-def stage_dir(params, recipe: str, k: int, root: Path) -> Path:
-    return root / ".cache" / "medlab" / "finetune" / stage_key(params, recipe, k, root)
+def stage_dir(params, recipe: str, k: int, root: Path, seed: int | None = None) -> Path:
+    return root / ".cache" / "medlab" / "finetune" / stage_key(params, recipe, k, root, seed)
 
 
 def adapters_only(params) -> bool:
@@ -93,7 +112,7 @@ def is_done(directory: Path) -> bool:
                                                       (directory / "adapter" / "adapter_config.json").is_file())
 
 
-def load_start(params, recipe: str, k: int, root: Path, training: str):
+def load_start(params, recipe: str, k: int, root: Path, training: str, seed: int | None = None):
     """Model and tokenizer stage ``k`` starts from, and a name for it: the base model (with
     RoPE scaling if configured), the previous stage's weights, or -- adapters only -- the
     base with every earlier stage's adapter merged in, in order."""
@@ -102,7 +121,7 @@ def load_start(params, recipe: str, k: int, root: Path, training: str):
     runtime = Runtime.of(params)
     base = resolve_base(root / "models" / "base")
     base_path, revision = base["pretrained_model_name_or_path"], base.get("revision", "main")
-    previous = [stage_dir(params, recipe, j, root) for j in range(k)]
+    previous = [stage_dir(params, recipe, j, root, seed) for j in range(k)]
     for j, directory in enumerate(previous):
         if not is_done(directory):
             raise RuntimeError(f"finetune.recipes.{recipe}[{k}] needs stage {j} first (not found in {directory})")
@@ -145,34 +164,38 @@ def sft_dataset(params, stage, tokenizer, root: Path, seed: int):
     return rows, info
 
 
-def run_stage(params, recipe: str, k: int, root: Path, log=print) -> dict:
-    """Train stage ``k`` of ``recipe`` (or reuse it); returns its history summary."""
+def run_stage(params, recipe: str, k: int, root: Path, log=print, seed: int | None = None) -> dict:
+    """Train stage ``k`` of ``recipe`` with ``seed`` (default: the first of
+    ``finetune.seeds``), or reuse it; returns its history summary."""
     ft = params.finetune
+    seed = ft.seeds[0] if seed is None else seed
     stage = ft.recipes[recipe][k]
-    directory = stage_dir(params, recipe, k, root)
+    directory = stage_dir(params, recipe, k, root, seed)
+    label = recipe if seed == ft.seeds[0] else f"{recipe}/s{seed}"
     if is_done(directory):
-        log(f"[{recipe}:{stage.name}] reusing {directory.relative_to(root)} (same inputs, already trained)")
+        log(f"[{label}:{stage.name}] reusing {directory.relative_to(root)} (same inputs, already trained)")
         return json.loads((directory / "history.json").read_text())
-    torch.manual_seed(params.base.seed)
+    torch.manual_seed(seed)
     runtime = Runtime.of(params)
-    model, tokenizer, start = load_start(params, recipe, k, root, training=ft.method)
+    model, tokenizer, start = load_start(params, recipe, k, root, training=ft.method, seed=seed)
     if tokenizer.pad_token is None:  # Llama 3 ships none; padded positions carry no loss (label -100)
         tokenizer.pad_token = tokenizer.eos_token
     lr = stage.learning_rate
     started = time.perf_counter()
     if stage.kind == "sft":
-        rows, info = sft_dataset(params, stage, tokenizer, root, params.base.seed)
+        rows, info = sft_dataset(params, stage, tokenizer, root, seed)
         epochs = stage.epochs or ft.train.epochs
         config = sft_config(ft.train, directory / "checkpoints", epochs, lr or ft.train.learning_rate,
-                            params.base.seed, ft.train.packing, ordered=stage.schedule == "priority",
+                            seed, ft.train.packing, ordered=stage.schedule == "priority",
                             runtime=runtime)
         if ft.method == "lora":
             model = lora_model(model, ft.lora)
         per_step = ft.train.batch_size * ft.train.gradient_accumulation_steps
         tokens_per_step = int(info.get("packed", info["tokenized"])["tokens"] / max(len(rows), 1) * per_step)
         trainer = make_sft_trainer(model, tokenizer, rows, config,
-                                   [ProgressCallback(tokens_per_step, label=f"{recipe}:{stage.name}")],
-                                   data_collator=sft_collator(ft.train.packing, tokenizer))
+                                   [ProgressCallback(tokens_per_step, label=f"{label}:{stage.name}")],
+                                   data_collator=sft_collator(ft.train.packing, tokenizer),
+                                   fused_loss=ft.train.fused_loss)
     else:
         from medlab.finetune.dpo import dpo_config, make_dpo_trainer
 
@@ -180,18 +203,18 @@ def run_stage(params, recipe: str, k: int, root: Path, log=print) -> dict:
         info = {"pairs": len(pairs)}
         epochs = stage.epochs or ft.dpo.epochs
         config = dpo_config(ft.dpo, ft.train, directory / "checkpoints", epochs, lr or ft.dpo.learning_rate,
-                            params.base.seed, runtime=runtime)
+                            seed, runtime=runtime)
         if ft.method == "lora":
             model = lora_model(model, ft.lora)
         trainer = make_dpo_trainer(model, tokenizer, pairs, config,
                                    [ProgressCallback(ft.dpo.max_length * ft.dpo.batch_size,
-                                                     label=f"{recipe}:{stage.name}")])
+                                                     label=f"{label}:{stage.name}")])
     check_sharding(trainer, params)
     resumed = train_resumable(trainer)
     save_result(trainer, tokenizer, directory, adapters=adapters_only(params))
     if not trainer.is_world_process_zero():
         return {}
-    summary = {"recipe": recipe, "stage": stage.name, "index": k, "kind": stage.kind, "epochs": epochs,
+    summary = {"recipe": recipe, "seed": seed, "stage": stage.name, "index": k, "kind": stage.kind, "epochs": epochs,
                "steps": trainer.state.global_step, "resumed": resumed,
                "world_size": trainer.args.world_size,
                "train_seconds_this_run": round(time.perf_counter() - started, 2),
@@ -248,13 +271,14 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def publish(params, recipe: str, root: Path, out: Path) -> None:
-    """Put the recipe's final model at ``out``: its weights (hard-linked from the stage
-    cache), or -- LoRA, ``merge: false`` -- every stage's adapter under ``adapters/`` plus
-    ``medlab_adapter.json`` pointing at ``models/base`` (no weight copy at all)."""
+def publish(params, recipe: str, root: Path, out: Path, seed: int | None = None) -> None:
+    """Put the recipe's final model (trained with ``seed``) at ``out``: its weights
+    (hard-linked from the stage cache), or -- LoRA, ``merge: false`` -- every stage's
+    adapter under ``adapters/`` plus ``medlab_adapter.json`` pointing at ``models/base``
+    (no weight copy at all)."""
     ft = params.finetune
     stages = ft.recipes[recipe]
-    dirs = [stage_dir(params, recipe, k, root) for k in range(len(stages))]
+    dirs = [stage_dir(params, recipe, k, root, seed) for k in range(len(stages))]
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     if adapters_only(params):
@@ -280,4 +304,5 @@ def load_finetuned(path: Path | str, runtime=None):
     return load_published(path, runtime)
 
 
-__all__ = ["IGNORE", "is_done", "load_finetuned", "publish", "run_stage", "stage_dir", "stage_key"]
+__all__ = ["IGNORE", "is_done", "load_finetuned", "publish", "recipe_seeds", "run_stage", "seed_dir", "stage_dir",
+           "stage_key"]

@@ -19,6 +19,14 @@
   survives packing up to ``priority_window`` samples.
 * Padded baseline (``packing: none``): each sample its own row, padded to the longest
   in the batch.
+* Loss (``finetune.train.fused_loss``): TRL computes it with a fused, chunked LM head
+  that never holds the whole logits tensor (batch x length x vocabulary) and recomputes
+  chunks in the backward pass; that saves 4 x 512 x 152k x 4 B = 1.2 GB of fp32 logits
+  per step for a Qwen-size vocabulary, but for the embedded model's 2,000-token
+  vocabulary the logits are 16 MB and the recomputation costs ~30% of each CPU step
+  (benchmarks/sft_loss.py). ``auto`` fuses from 32,000 tokens of vocabulary up; the
+  plain loss is the model's own cross-entropy on the same labels (same value up to
+  float rounding).
 * LoRA (peft) or full fine-tuning; optional RoPE scaling for a longer context.
 """
 
@@ -27,7 +35,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoConfig
+from transformers import AutoConfig, Trainer
 from trl import SFTConfig, SFTTrainer
 
 from medlab.finetune.masks import answer_masks
@@ -155,10 +163,32 @@ def sft_collator(packing: str, tokenizer):
     return PackedRowsCollator(tokenizer.pad_token_id) if packing == "rows" else None
 
 
+# From this vocabulary size up, ``fused_loss: auto`` keeps TRL's fused LM head (see the
+# module doc): below it the full logits are small and recomputing them is the bigger cost.
+FUSED_FROM_VOCAB = 32_000
+
+
+def use_fused_loss(setting: str, model) -> bool:
+    """``finetune.train.fused_loss`` (auto | fused | plain) for this model."""
+    if setting == "auto":
+        return model.get_output_embeddings().weight.shape[0] >= FUSED_FROM_VOCAB
+    return setting == "fused"
+
+
+class PlainLossSFTTrainer(SFTTrainer):
+    """TRL's SFT trainer with the model's own loss (cross-entropy over the full logits,
+    the same labels and the same normalisation by the number of answer tokens) instead
+    of TRL's fused, chunked LM head; it logs no entropy or token accuracy."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+
 def make_sft_trainer(model, tokenizer, dataset: Dataset, config: SFTConfig, callbacks=None,
-                     data_collator=None) -> SFTTrainer:
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=callbacks or [], data_collator=data_collator)
+                     data_collator=None, fused_loss: str = "auto") -> SFTTrainer:
+    cls = SFTTrainer if use_fused_loss(fused_loss, model) else PlainLossSFTTrainer
+    trainer = cls(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                  callbacks=callbacks or [], data_collator=data_collator)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)

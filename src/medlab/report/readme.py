@@ -29,8 +29,8 @@ END = "<!-- /results -->"
 # What each compared pair measures (compare.pairs); a pair not named here is shown as a - b.
 CLAIMS = {
     ("general_to_specific", "specific_only"): "Hypnos' general-medicine stage first",
-    ("general_to_specific", "general_to_specific_unfiltered"): "the filter, same recipe on filtered vs unfiltered data",
-    ("general_to_specific", "general_to_specific_unfiltered_matched"): "the filter at the same token budget",
+    ("general_to_specific", "general_to_specific_unfiltered_matched"): "the filter, same recipe on filtered vs "
+                                                                       "unfiltered data at the same token budget",
     ("one_stage_priority", "general_to_specific"): "HuatuoGPT-II's one stage vs Hypnos' two",
     ("two_stage_disc", "general_to_specific"): "DISC's behaviour stage after broad SFT vs Hypnos' recipe",
     ("general_to_specific_dpo", "general_to_specific"): "DPO on the filter's preference pairs",
