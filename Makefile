@@ -42,7 +42,7 @@ browser:
 
 repro: $(STAMP) browser
 	$(BIN)/python -m medlab.config
-	$(BIN)/dvc repro
+	$(BIN)/python -m medlab.report.repro_time $(BIN)/dvc repro
 	$(MAKE) --no-print-directory readme
 
 # README.md's result sections from the run's metrics (reports/metrics/, committed with

@@ -229,6 +229,12 @@ def test_finetune_outputs(first_run):
     one = json.loads((repo / "reports/metrics/finetune/one_stage_priority.json").read_text())
     share = one["stages"][0]["schedule"]["sft_instructions"]
     assert share[0] < share[-1]  # SFT data comes later in the run
+    # the smoke overlay's seeds: Hypnos' recipe and its baseline trained again with seed 1235, the rest once
+    hypnos = json.loads((repo / "reports/metrics/finetune/general_to_specific.json").read_text())
+    assert set(hypnos["seeds"]) == {"1234", "1235"} and "seeds" not in one
+    again, _ = load_finetuned(repo / "models/finetune/general_to_specific/seeds/s1235")
+    assert any((x - y).abs().max() > 0 for x, y in zip(model.parameters(), again.parameters(), strict=True))
+    assert not (repo / "models/finetune/one_stage_priority/seeds").exists()
 
 
 def test_evaluate_and_compare_outputs(first_run):
@@ -257,6 +263,16 @@ def test_evaluate_and_compare_outputs(first_run):
         assert "患者：医生您好" in page  # transcripts shown on the stage's page
     compared = json.loads((repo / "reports/metrics/compare.json").read_text())
     assert {r["model"] for r in compared["table"]} == set(MODELS)
+    # further seeds: evaluated on the claim columns, and Hypnos' claim pooled over both seeds
+    further = json.loads((repo / "data/evaluate/general_to_specific/seeds/s1235/outcomes.json").read_text())
+    assert set(further) == {"anesthesia_mcq/cloze", "anesthesia_mcq/option_text", "general_mcq/cloze",
+                            "anesthesia_rc/cloze", "anesthesia_qa", "kb_ner"}  # compare.tasks
+    seeded = json.loads((repo / "reports/metrics/evaluate/general_to_specific.json").read_text())["seeds"]
+    assert seeded["seeds"] == [1234, 1235] and set(seeded["columns"]["kb_ner"]) == {"1234", "1235"}
+    hypnos = [r for r in compared["paired"] if (r["a"], r["b"]) == ("general_to_specific", "specific_only")]
+    assert hypnos and all(r["n_seeds"] == 2 and set(r["per_seed"]) == {"1234", "1235"} for r in hypnos)
+    assert all(r["diff"] == pytest.approx(sum(r["per_seed"].values()) / 2) for r in hypnos)
+    assert all(r["n_seeds"] == 1 for r in compared["paired"] if r["a"] == "one_stage_priority")
     pairs = {(r["a"], r["b"]) for r in compared["paired"]}
     assert ("general_to_specific", "specific_only") in pairs and ("specific_only", "base") in pairs
     assert all(r["p_holm"] >= r["p_test"] for r in compared["paired"])
@@ -279,8 +295,11 @@ def test_probe_outputs_and_validity_report(first_run):
         assert set(gaps) == {"likert", "statement"} and len(gaps["statement"]["gaps"]) == 8
         assert "mental_illness-physical_illness" in gaps["statement"]["gaps"]
         assert (repo / f"reports/html/09_probe_{model}.html").is_file()
+    further = json.loads((repo / "data/probe/general_to_specific/seeds/s1235/items.json").read_text())
+    assert set(further) == {"patient_discrimination/likert", "patient_discrimination/statement"}
     validity = json.loads((repo / "reports/metrics/probe_validity.json").read_text())
     assert {"targeted_gap_diff", "ci", "control_gap_diff", "holds"} <= validity.keys()
+    assert validity["seeds"] == [1234]  # the smoke overlay trains the stigma recipe once
     assert validity["ci"][0] <= validity["targeted_gap_diff"] <= validity["ci"][1]
     assert validity["readout"] == "statement" and isinstance(validity["holds"], bool)
     assert validity["holds"] == (validity["ci"][0] > 0

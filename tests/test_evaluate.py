@@ -334,6 +334,63 @@ def test_holm_adjusts_a_family_of_p_values():
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
 
 
+def test_hierarchical_bootstrap_resamples_seeds_then_items_and_checks_the_sign():
+    from medlab.stats import hierarchical_bootstrap
+
+    # no item variance within a seed (every item differs by the seed's value): a resample's
+    # estimate is the mean of 3 seeds drawn with replacement from {0, 0, 0.3}, so
+    # P(0) = (2/3)^3 = 0.30 > 2.5% and P(0.3) = (1/3)^3 = 0.037 > 2.5%: the CI is [0, 0.3]
+    flat = {1: (np.zeros(50),), 2: (np.zeros(50),), 3: (np.full(50, 0.3),)}
+    out = hierarchical_bootstrap(flat, np.mean, n_boot=4000, seed=0)
+    assert out["diff"] == pytest.approx(0.1) and out["ci"] == pytest.approx([0.0, 0.3])
+    assert out["per_seed"] == {"1": 0.0, "2": 0.0, "3": pytest.approx(0.3)} and not out["sign_agreement"]
+    assert out["p"] == pytest.approx(2 * (2 / 3) ** 3, abs=0.03)  # twice the share of resamples at <= 0
+    # the same items on every seed, seeds agreeing: an item-level CI, every seed with the sign
+    rng = np.random.default_rng(1)
+    items = [(rng.random(200) < 0.6).astype(float) - (rng.random(200) < 0.4) for _ in range(3)]
+    agree = hierarchical_bootstrap({s: (d,) for s, d in enumerate(items)}, np.mean, n_boot=1000, seed=0)
+    assert agree["sign_agreement"] and agree["ci"][0] > 0 and agree["p"] < 0.01 and agree["n"] == 200
+    # seeds that disagree widen the interval beyond what the items alone give
+    spread = hierarchical_bootstrap({0: (items[0] + 0.3,), 1: (items[1] - 0.3,), 2: (items[2],)}, np.mean,
+                                    n_boot=1000, seed=0)
+    assert spread["ci"][1] - spread["ci"][0] > 2 * (agree["ci"][1] - agree["ci"][0])
+    assert hierarchical_bootstrap(flat, np.mean, n_boot=0)["ci"] is None
+
+
+def test_claims_between_seeded_recipes_are_pooled_over_seeds_and_others_stay_item_level():
+    from medlab.evaluate.compare import compare_models, outcome_score
+
+    def mcq(correct):  # outcome per item: [as written, under every rotation]
+        return {f"q{i}": [int(c), int(c)] for i, c in enumerate(correct)}
+
+    def ner(tp):  # per sentence: [true positives, predicted, gold]
+        return {f"s{i}": [t, 2, 2] for i, t in enumerate(tp)}
+
+    n = 60
+    a = {1234: {"m/cloze": mcq([1] * 40 + [0] * 20), "kb_ner": ner([2] * n)},
+         1235: {"m/cloze": mcq([1] * 45 + [0] * 15), "kb_ner": ner([1] * n)},
+         1236: {"m/cloze": mcq([1] * 20 + [0] * 40), "kb_ner": ner([2] * n)}}
+    b = {s: {"m/cloze": mcq([1] * 30 + [0] * 30), "kb_ner": ner([1] * n)} for s in a}
+    c = {"m/cloze": mcq([1] * 30 + [0] * 30), "kb_ner": ner([0] * n)}  # trained once
+    outcomes = {"a": a[1234], "b": b[1234], "c": c}
+    rows = compare_models(outcomes, [("a", "b"), ("a", "c")], ["m/cloze", "kb_ner"], n_boot=500,
+                          replicates={"a": a, "b": b})
+    pooled = {r["task"]: r for r in rows if r["b"] == "b"}
+    mcq_row = pooled["m/cloze"]
+    assert mcq_row["n_seeds"] == 3 and mcq_row["per_seed"] == {"1234": pytest.approx(10 / 60), "1235": pytest.approx(
+        15 / 60), "1236": pytest.approx(-10 / 60)}
+    assert mcq_row["diff"] == pytest.approx(15 / 180) and not mcq_row["sign_agreement"]  # seed 1236 flips it
+    assert mcq_row["item_level"]["diff"] == pytest.approx(10 / 60) and "mcnemar" not in mcq_row
+    assert mcq_row["mean_a"] == pytest.approx(105 / 180) and mcq_row["p_test"] == mcq_row["p"]
+    assert mcq_row["ci"][0] < 0 < mcq_row["ci"][1]  # one seed the other way: no claim over seeds
+    ner_row = pooled["kb_ner"]  # micro-F1 per seed: a is 1.0, 0.5, 1.0 against b's 0.5
+    assert ner_row["metric"] == "micro_f1" and ner_row["diff"] == pytest.approx((0.5 + 0 + 0.5) / 3)
+    assert not ner_row["sign_agreement"]  # seed 1235 ties: not a sign the pooled one has
+    single = [r for r in rows if r["b"] == "c"]
+    assert all(r["n_seeds"] == 1 and "per_seed" not in r for r in single) and "mcnemar" in single[0]
+    assert outcome_score("kb_ner", c["kb_ner"]) == 0.0 and outcome_score("m/cloze", c["m/cloze"]) == 0.5
+
+
 def test_paired_comparison_uses_only_shared_items_and_keeps_model_names():
     from medlab.evaluate.compare import compare_models, compare_task, paired_f1
 

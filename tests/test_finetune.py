@@ -278,6 +278,18 @@ def test_recipes_are_validated_with_named_keys(root):
     assert "finetune.train.max_length: 4096 tokens exceed the base model's context (128" in text
 
 
+def test_seeds_are_validated_with_named_keys(root):
+    doc = _params_doc(root)
+    doc["finetune"]["seeds"] = [7, 7]
+    doc["finetune"]["seeded_recipes"] = ["general_to_specific", "no_such_recipe"]
+    with pytest.raises(ConfigError) as err:
+        validate_params(doc, root=root)
+    text = str(err.value)
+    assert "finetune.seeds: seeds are distinct integers >= 0, got [7, 7]" in text
+    assert "finetune.seeded_recipes.1: unknown recipe 'no_such_recipe'" in text
+    assert "finetune.seeds.0: the first seed (7) trains the published models and must be base.seed (1234)" in text
+
+
 def test_every_builtin_recipe_validates_and_uses_known_datasets(root):
     params = validate_params(read_yaml(root / "params.yaml"), root=root)
     assert set(params.finetune.recipes) >= {
@@ -351,6 +363,54 @@ def test_recipe_stages_chain_reuse_and_publish(tmp_path, root, tokenizer, tiny_m
     base = load_model(repo / "models" / "base")
     final = load_model(repo / "models" / "finetune" / "g2s_dpo")
     assert any((a - b).abs().max() > 0 for a, b in zip(base.parameters(), final.parameters(), strict=True))
+
+
+def test_a_further_seed_trains_every_stage_again_and_publishes_beside_the_first(tmp_path, root, tokenizer,
+                                                                              tiny_model):
+    from medlab.evaluate.run import seed_replicates
+    from medlab.finetune.run import recipe_seeds, seed_dir
+
+    repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model, train__epochs=4.0, train__warmup_ratio=0.0)
+    params = mini_params(repo)  # smoke: seeds [1234, 1235] for general_to_specific and specific_only
+    assert recipe_seeds(params, "general_to_specific") == [1234, 1235]
+    assert recipe_seeds(params, "one_stage_priority") == [1234]
+    first = [run_stage(params, "specific_only", 0, repo, log=lambda *_: None, seed=s) for s in (1234, 1235)]
+    assert stage_dir(params, "specific_only", 0, repo) == stage_dir(params, "specific_only", 0, repo, 1234)
+    assert stage_dir(params, "specific_only", 0, repo, 1235) != stage_dir(params, "specific_only", 0, repo, 1234)
+    assert first[0]["seed"] == 1234 and first[1]["seed"] == 1235 and first[0]["steps"] == first[1]["steps"] > 1
+    assert first[0]["log_history"] != first[1]["log_history"]  # another data order: another run
+    out = repo / "models" / "finetune" / "specific_only"
+    publish(params, "specific_only", repo, out, 1234)
+    publish(params, "specific_only", repo, seed_dir(out, 1235), 1235)
+    assert [s for s, _ in seed_replicates(out)] == [1235] and seed_replicates(repo / "models" / "base") == []
+    a, b = load_model(out), load_model(seed_dir(out, 1235))
+    assert any((x - y).abs().max() > 0 for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_the_plain_loss_is_the_fused_loss_on_the_same_batch(tmp_path, tokenizer, tiny_model):
+    """finetune.train.fused_loss: TRL's chunked LM head and the model's own cross-entropy
+    give the same loss and the same gradients; auto picks plain for a small vocabulary."""
+    from trl import SFTConfig
+
+    from medlab.finetune.sft import FUSED_FROM_VOCAB, make_sft_trainer, use_fused_loss
+
+    rows = pack_rows(tokenize(tokenizer, [s.messages for s in samples("anesthesia", 16)], max_length=256), 128)
+    batch = sft_collator("rows", tokenizer)([rows[i] for i in range(len(rows))])
+    assert not use_fused_loss("auto", tiny_model) and use_fused_loss("fused", tiny_model)
+    assert len(tokenizer) < FUSED_FROM_VOCAB
+    results = {}
+    for loss in ("fused", "plain"):
+        model = type(tiny_model)(tiny_model.config)
+        model.load_state_dict(tiny_model.state_dict())
+        config = SFTConfig(output_dir=str(tmp_path / loss), report_to="none", use_cpu=True, max_length=None,
+                           dataset_kwargs={"skip_prepare_dataset": True})
+        trainer = make_sft_trainer(model.train(), tokenizer, rows, config, data_collator=sft_collator(
+            "rows", tokenizer), fused_loss=loss)
+        value = trainer.compute_loss(model, dict(batch))
+        value.backward()
+        results[loss] = (value.item(), model.model.embed_tokens.weight.grad.clone())
+    assert results["fused"][0] == pytest.approx(results["plain"][0], rel=1e-5)
+    assert torch.allclose(results["fused"][1], results["plain"][1], atol=1e-6)
 
 
 def test_priority_recipe_records_its_schedule(tmp_path, root, tokenizer, tiny_model):

@@ -143,6 +143,26 @@ def test_validity_holds_only_when_the_target_gap_alone_grows():
     assert not validity(gaps(0.0, 0.0), clean, "mental_illness", n_boot=200)["holds"]  # nothing moved
 
 
+def test_validity_over_seeds_pools_them_and_reports_each():
+    from medlab.probe.score import validity_over_seeds
+
+    def gaps(target_shift, control_shift):
+        per = lambda shift: {f"t{k}": shift + 0.01 * k for k in range(10)}  # noqa: E731
+        return {"gaps": {"mental_illness-physical_illness": {"per_template": per(target_shift)},
+                         "rural-urban": {"per_template": per(control_shift)}}}
+
+    clean = {s: gaps(0.0, 0.0) for s in (1, 2, 3)}
+    planted = validity_over_seeds({1: gaps(0.8, 0.0), 2: gaps(0.6, 0.05), 3: gaps(0.7, 0.0)}, clean,
+                                  "mental_illness", n_boot=300)
+    assert planted["holds"] and planted["sign_agreement"] and planted["seeds"] == [1, 2, 3]
+    assert planted["targeted_gap_diff"] == pytest.approx(0.7) and planted["ci"][0] >= 0.6 - 1e-9
+    assert planted["per_seed"]["2"]["targeted_gap_diff"] == pytest.approx(0.6) and planted["per_seed"]["2"]["holds"]
+    # one seed that learned the stigma, two that did not: every seed reported, no pooled claim
+    lucky = validity_over_seeds({1: gaps(0.8, 0.0), 2: gaps(-0.1, 0.0), 3: gaps(0.0, 0.0)}, clean,
+                                "mental_illness", n_boot=300)
+    assert lucky["per_seed"]["1"]["holds"] and not lucky["holds"] and not lucky["sign_agreement"]
+
+
 def test_item_score_maps_letters_back_to_options():
     scale = parse_scale(small_scale(), "toy.yaml")
     order_list = [(2, 0, 1, 3, 4)]  # letter A shows option 3 (说不清)

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_files(dest: Path) -> Path:
     """The files the block is rendered from, copied (so a test can change one)."""
-    for rel in ("README.md", "params.yaml", "benchmarks/results/filter_scaling.json"):
+    for rel in ("README.md", "params.yaml", "benchmarks/results/filter_scaling.json",
+                "benchmarks/results/repro_default.json", "benchmarks/results/stage_times_smoke.json"):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest / rel)
     shutil.copytree(ROOT / "reports" / "metrics", dest / "reports" / "metrics")
@@ -61,3 +62,39 @@ def test_a_missing_metrics_file_or_marker_is_named(tmp_path):
         readme.render_block(root)
     with pytest.raises(ReportError, match="exactly one results block"):
         readme.replace_block("# no markers\n", "block")
+
+
+def test_the_repro_time_is_recorded_only_for_a_run_that_computed_every_stage(tmp_path, monkeypatch):
+    import time
+
+    from medlab.report import repro_time
+
+    stages = ["knowledge", "finetune@a", "finetune@b", "report"]
+    monkeypatch.setattr(repro_time, "stage_names", lambda root: stages)
+    (tmp_path / "params.yaml").write_text("base: {}\n")
+    start = time.time() - 1
+    for stage, seconds in (("knowledge", 1.0), ("finetune@a", 50.0), ("report", 7.0)):
+        path = repro_time.timing_file(tmp_path, stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"wall_s": seconds}))
+    assert repro_time.record(tmp_path, start, 100.0) is None  # finetune@b did not run: not recorded
+    assert not (tmp_path / repro_time.RECORD).exists()
+    repro_time.timing_file(tmp_path, "finetune@b").write_text(json.dumps({"wall_s": 70.0}))
+    record = repro_time.record(tmp_path, start, 140.0)
+    assert record["wall_s"] == 140.0 and record["notebooks_s"] == 128.0 and record["stages"]["finetune@b"] == 70.0
+    assert json.loads((tmp_path / repro_time.RECORD).read_text()) == record
+
+
+def test_the_stage_table_and_the_repro_time_come_from_the_recorded_run(tmp_path):
+    root = run_files(tmp_path)
+    path = root / "benchmarks/results/repro_default.json"
+    record = json.loads(path.read_text())
+    record["wall_s"] = 1234 * 60.0
+    record["stages"]["pretrain"] = 4321.0
+    path.write_text(json.dumps(record))
+    diff = readme.update(root, check=True)
+    assert "takes 1,234.0 minutes" in diff or "takes 1234.0 minutes" in diff
+    assert "| 72.0 min |" in diff  # pretrain's row
+    path.unlink()
+    with pytest.raises(ReportError, match="repro_default.json"):
+        readme.update(root, check=True)

@@ -49,7 +49,7 @@ class Subject:
     path: Path
     layout: str  # plain | chat: how MCQ prompts are rendered for it
     model: object  # None for an endpoint
-    tokenizer: object  # None for an endpoint
+    tokenizer: object  # None for an endpoint without logprobs (one with them: its tokenizer files)
     fingerprint: str
     backend: object = None  # an endpoint's OpenAIBackend
     endpoint: object = None  # its medlab.evaluate.endpoint.EndpointSpec

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,15 @@ from medlab.report.site import ReportError, environment, num, read_json
 
 BEGIN = "<!-- results: written by `make readme` from reports/metrics/, params.yaml and benchmarks/results/; do not edit by hand -->"
 END = "<!-- /results -->"
+# Two more generated blocks: how long `make repro` takes, and the stage table with its times
+# (benchmarks/results/repro_default.json, written by `make repro`; stage_times_smoke.json).
+BLOCKS = {
+    "results": (BEGIN, END, "readme_results.md.j2"),
+    "times": ("<!-- times: written by `make readme` from benchmarks/results/; do not edit by hand -->",
+              "<!-- /times -->", "readme_times.md.j2"),
+    "stages": ("<!-- stages: written by `make readme` from benchmarks/results/; do not edit by hand -->",
+               "<!-- /stages -->", "readme_stages.md.j2"),
+}
 # What each compared pair measures (compare.pairs); a pair not named here is shown as a - b.
 CLAIMS = {
     ("general_to_specific", "specific_only"): "Hypnos' general-medicine stage first",
@@ -73,6 +83,17 @@ def difference(row: Mapping | None) -> str:
     if row is None:
         return "not compared"
     return f"{signed(row['diff'])} {interval(row['ci'], sign=True)} ({holm(row['p_holm'])})"
+
+
+def over_seeds(row: Mapping | None) -> str:
+    """After a claim's difference: over how many seeds, each seed's own difference and
+    whether they share the pooled sign; "(1 seed)" for a claim on one trained model each."""
+    if row is None:
+        return ""
+    if row.get("n_seeds", 1) == 1:
+        return " (1 seed)"
+    agree = "the same sign on every seed" if row["sign_agreement"] else "**not the same sign on every seed**"
+    return f" over {row['n_seeds']} seeds (per seed {', '.join(signed(v) for v in row['per_seed'].values())}: {agree})"
 
 
 def span(values: Sequence[float], digits: int = 2) -> str:
@@ -164,7 +185,7 @@ def context(root: Path) -> dict:
         "deid_perfect": sorted(k for k, v in heldout.items() if v == 1),
         "scale": max(scaling["runs"], key=lambda r: r["records"]), "scale_exponent": scaling["exponent"],
         "scale_cpus": scaling["machine"]["cpus"], "scale_baseline": scaling.get("baseline"),
-        "n_tests": len(paired), "headline_scoring": headline, "chance": chance, "rows": rows,
+        "n_tests": len(paired), "n_seeds": len(params["finetune"]["seeds"]), "headline_scoring": headline, "chance": chance, "rows": rows,
         "letters": letters, "letters_at_chance": all(abs(v - chance) <= 0.03 for v in letters),
         "vs_base": {"low": min(r["diff"] for r in vs_base), "high": max(r["diff"] for r in vs_base),
                     "n": len(vs_base), "significant": sum(r["p_holm"] < SIGNIFICANT for r in vs_base),
@@ -198,25 +219,62 @@ def _consult(evaluate: Mapping[str, Mapping], compare: Mapping, task: str = "ane
             "separating": [k for k, v in separation.items() if v["separates"]]}
 
 
-def render_block(root: Path) -> str:
+def _seconds(values: Sequence[float]) -> str:
+    """12 s / 1.5 min, or a range over a fan-out's stages."""
+    def one(v: float) -> str:
+        return f"{v:.0f} s" if v < 100 else f"{v / 60:.1f} min"
+    low, high = min(values), max(values)
+    return one(low) if one(low) == one(high) else f"{one(low)} - {one(high)} each"
+
+
+def times_context(root: Path) -> dict:
+    """The last full `make repro` (every stage's notebook time) and the smoke stage times."""
+    repro = read_json(root, "benchmarks/results/repro_default.json")
+    smoke_path = Path(root) / "benchmarks" / "results" / "stage_times_smoke.json"
+    smoke = {r["stage"]: r["wall_s"] for r in json.loads(smoke_path.read_text())["stages"]} \
+        if smoke_path.is_file() else {}
+
+    def pick(times: Mapping[str, float], stage: str) -> list[float]:
+        group = stage.split("@")[0]
+        return [v for k, v in times.items() if k == stage or ("@" in stage and k.split("@")[0] == group)]
+
+    def default(stage: str) -> str:
+        found = pick(repro["stages"], stage)
+        if not found:
+            raise ReportError(f"benchmarks/results/repro_default.json: no stage {stage!r} (run `make repro`)")
+        return _seconds(found)
+
+    def smoke_time(stage: str) -> str:
+        found = pick(smoke, stage)
+        return _seconds(found) if found else "–"
+
+    return {"repro": repro, "default": default, "smoke": smoke_time}
+
+
+def render_block(root: Path, name: str = "results") -> str:
+    begin, end, template = BLOCKS[name]
     env = environment()
     env.filters.update(signed=signed, interval=interval, difference=difference, span=span, percent=percent,
-                       span_percent=span_percent, bold_if=bold_if)
-    body = env.get_template("readme_results.md.j2").render(**context(root)).strip()
-    return f"{BEGIN}\n{body}\n{END}"
+                       span_percent=span_percent, bold_if=bold_if, over_seeds=over_seeds)
+    values = context(root) if name == "results" else times_context(root)
+    body = env.get_template(template).render(**values).strip()
+    return f"{begin}\n{body}\n{end}"
 
 
-def replace_block(readme: str, block: str, name: str = "README.md") -> str:
-    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
-        raise ReportError(f"{name}: needs exactly one results block, {BEGIN!r} ... {END!r}")
-    return readme[:readme.index(BEGIN)] + block + readme[readme.index(END) + len(END):]
+def replace_block(readme: str, block: str, name: str = "README.md", which: str = "results") -> str:
+    begin, end, _ = BLOCKS[which]
+    if readme.count(begin) != 1 or readme.count(end) != 1 or readme.index(begin) > readme.index(end):
+        raise ReportError(f"{name}: needs exactly one {which} block, {begin!r} ... {end!r}")
+    return readme[:readme.index(begin)] + block + readme[readme.index(end) + len(end):]
 
 
 def update(root: Path, check: bool = False) -> str:
     """Rewrite README.md's results block (or, with ``check``, return the diff: empty when fresh)."""
     path = Path(root) / "README.md"
     current = path.read_text(encoding="utf-8")
-    fresh = replace_block(current, render_block(root))
+    fresh = current
+    for which in BLOCKS:
+        fresh = replace_block(fresh, render_block(root, which), which=which)
     if check:
         return "".join(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True),
                                             "README.md (committed)", "README.md (from reports/metrics)"))

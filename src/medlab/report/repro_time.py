@@ -1,0 +1,87 @@
+"""How long the whole pipeline takes: ``make repro`` times ``dvc repro`` and keeps the last run
+that computed every stage, so README.md states a measured time, never a typed one.
+
+    python -m medlab.report.repro_time dvc repro     # what `make repro` runs
+
+After the command, the stages that ran in it are found by their timing files
+(``reports/timing/<stage>.json``, written by each notebook, newer than the start). If every
+stage of ``dvc.yaml`` ran (a from-scratch or all-stages-changed run), the total wall time
+and each stage's notebook time go to ``benchmarks/results/repro_default.json`` (with the
+machine, the date and the params.yaml digest); a partial run (some stages unchanged) is
+printed, not recorded, because its total says nothing about the pipeline's cost. The gap
+between the total and the sum of notebook times is DVC, kernel start-up and HTML rendering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from medlab.paths import project_root
+from medlab.records import write_json
+
+RECORD = Path("benchmarks") / "results" / "repro_default.json"
+
+
+def stage_names(root: Path) -> list[str]:
+    """Every stage of dvc.yaml in pipeline order, fan-outs expanded (``finetune@specific_only``)."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=root,
+                          capture_output=True, text=True, check=True)
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def timing_file(root: Path, stage: str) -> Path:
+    """reports/timing/<stage>.json, or reports/timing/<group>/<item>.json for a fan-out."""
+    group, _, item = stage.partition("@")
+    return root / "reports" / "timing" / (f"{group}/{item}.json" if item else f"{stage}.json")
+
+
+def ran_since(root: Path, stages: list[str], since: float) -> dict[str, float]:
+    """Notebook wall seconds of the stages whose timing file was written after ``since``."""
+    out = {}
+    for stage in stages:
+        path = timing_file(root, stage)
+        if path.is_file() and path.stat().st_mtime >= since:
+            out[stage] = float(json.loads(path.read_text())["wall_s"])
+    return out
+
+
+def record(root: Path, since: float, wall: float) -> dict | None:
+    """Write the record when every stage ran since ``since``; returns it (None for a partial run)."""
+    stages = stage_names(root)
+    ran = ran_since(root, stages, since)
+    print(f"dvc repro: {wall / 60:.1f} min wall, {len(ran)} of {len(stages)} stages computed")
+    if len(ran) < len(stages):
+        print("not every stage ran: the time is not recorded (benchmarks/results/repro_default.json keeps "
+              "the last run that computed them all)")
+        return None
+    result = {"wall_s": round(wall, 1), "notebooks_s": round(sum(ran.values()), 1), "stages": ran,
+              "cpus": os.cpu_count(), "platform": platform.platform(),
+              "date": datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d"),
+              "params_sha256": hashlib.sha256((root / "params.yaml").read_bytes()).hexdigest()[:16]}
+    write_json(root / RECORD, result)
+    print(f"recorded in {RECORD}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        sys.exit("usage: python -m medlab.report.repro_time COMMAND ... (e.g. dvc repro)")
+    root = project_root()
+    start = time.time()
+    code = subprocess.call(argv, cwd=root)
+    if code == 0:
+        record(root, start, time.time() - start)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
