@@ -222,7 +222,7 @@ def _consult(evaluate: Mapping[str, Mapping], compare: Mapping, task: str = "ane
 def _seconds(values: Sequence[float]) -> str:
     """12 s / 1.5 min, or a range over a fan-out's stages."""
     def one(v: float) -> str:
-        return f"{v:.0f} s" if v < 100 else f"{v / 60:.1f} min"
+        return "<1 s" if v < 0.5 else f"{v:.0f} s" if v < 100 else f"{v / 60:.1f} min"
     low, high = min(values), max(values)
     return one(low) if one(low) == one(high) else f"{one(low)} - {one(high)} each"
 

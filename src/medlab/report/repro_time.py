@@ -53,7 +53,7 @@ def ran_since(root: Path, stages: list[str], since: float) -> dict[str, float]:
     return out
 
 
-def record(root: Path, since: float, wall: float) -> dict | None:
+def record(root: Path, since: float, wall: float, command: str = "dvc repro") -> dict | None:
     """Write the record when every stage ran since ``since``; returns it (None for a partial run)."""
     stages = stage_names(root)
     ran = ran_since(root, stages, since)
@@ -62,7 +62,7 @@ def record(root: Path, since: float, wall: float) -> dict | None:
         print("not every stage ran: the time is not recorded (benchmarks/results/repro_default.json keeps "
               "the last run that computed them all)")
         return None
-    result = {"wall_s": round(wall, 1), "notebooks_s": round(sum(ran.values()), 1), "stages": ran,
+    result = {"command": command, "wall_s": round(wall, 1), "notebooks_s": round(sum(ran.values()), 1), "stages": ran,
               "cpus": os.cpu_count(), "platform": platform.platform(),
               "date": datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d"),
               "params_sha256": hashlib.sha256((root / "params.yaml").read_bytes()).hexdigest()[:16]}
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     code = subprocess.call(argv, cwd=root)
     if code == 0:
-        record(root, start, time.time() - start)
+        record(root, start, time.time() - start, " ".join(Path(a).name if k == 0 else a for k, a in enumerate(argv)))
     return code
 
 
