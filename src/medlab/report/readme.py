@@ -79,10 +79,15 @@ def holm(p: float) -> str:
     return f"p < 1e-{exponent}"
 
 
-def difference(row: Mapping | None) -> str:
+def difference(row: Mapping | None, n_boot: int | None = None) -> str:
+    """a - b [CI] (Holm p). A claim over seeds is judged by its hierarchical bootstrap, whose
+    p cannot resolve below one resample in ``n_boot``: shown as p < 1/n_boot, not as 0."""
     if row is None:
         return "not compared"
-    return f"{signed(row['diff'])} {interval(row['ci'], sign=True)} ({holm(row['p_holm'])})"
+    p = row["p_holm"]
+    if row.get("n_seeds", 1) > 1 and n_boot and p < 1 / n_boot:
+        return f"{signed(row['diff'])} {interval(row['ci'], sign=True)} (p < {1 / n_boot:.4g}, bootstrap)"
+    return f"{signed(row['diff'])} {interval(row['ci'], sign=True)} ({holm(p)})"
 
 
 def over_seeds(row: Mapping | None) -> str:
