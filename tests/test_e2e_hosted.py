@@ -68,6 +68,7 @@ def configure(repo: Path, url: str, served_model: Path) -> None:
     ft["recipes"] = {"general_to_specific": ft["recipes"]["general_to_specific"],
                      "public_to_specific": [{"name": "general", "kind": "sft", "data": ["public_general"]},
                                             {"name": "anesthesia", "kind": "sft", "data": ["anesthesia"]}]}
+    ft["seeded_recipes"] = []  # seeds are the embedded e2e's concern: one training per recipe here
     ev = doc["evaluate"]
     ev["models"] = {"general_to_specific": "models/finetune/general_to_specific",
                     "public_to_specific": "models/finetune/public_to_specific",

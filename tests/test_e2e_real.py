@@ -46,6 +46,7 @@ def real_params(repo, base_dir, continue_training: bool) -> None:
     for name in list(ft["recipes"]):
         if name not in RECIPES:
             del ft["recipes"][name]
+    ft["seeded_recipes"] = []  # seeds are the embedded e2e's concern: one training per recipe here
     ev = doc["evaluate"]  # a few generated answers: the paths, not the statistics
     ev["mcq"]["generation_items"] = 3
     ev["qa"]["items"] = 3
