@@ -367,7 +367,7 @@ def test_recipe_stages_chain_reuse_and_publish(tmp_path, root, tokenizer, tiny_m
 
 def test_a_further_seed_trains_every_stage_again_and_publishes_beside_the_first(tmp_path, root, tokenizer,
                                                                               tiny_model):
-    from medlab.evaluate.run import seed_replicates
+    from medlab.evaluate.seeds import seed_replicates
     from medlab.finetune.run import recipe_seeds, seed_dir
 
     repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model, train__epochs=4.0, train__warmup_ratio=0.0)

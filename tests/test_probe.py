@@ -15,8 +15,8 @@ from medlab.probe.score import (
     readout_result,
     score_scale,
     summarise,
-    validity,
 )
+from medlab.probe.validity import validity
 
 
 def small_scale(**extra) -> dict:
@@ -144,7 +144,7 @@ def test_validity_holds_only_when_the_target_gap_alone_grows():
 
 
 def test_validity_over_seeds_pools_them_and_reports_each():
-    from medlab.probe.score import validity_over_seeds
+    from medlab.probe.validity import validity_over_seeds
 
     def gaps(target_shift, control_shift):
         per = lambda shift: {f"t{k}": shift + 0.01 * k for k in range(10)}  # noqa: E731

@@ -21,7 +21,6 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,8 @@ from medlab.stats import mean_ci
 # The modules an evaluation task's result is computed by: every cached task's key hashes
 # their source and everything they import (task files, judges, scorers, the generation
 # backend), so an edit to any of them recomputes the task and nothing older is reused.
-CODE = ("medlab.evaluate.run", "medlab.evaluate.tasks", "medlab.evaluate.judges", "medlab.evaluate.consult")
+CODE = ("medlab.evaluate.run", "medlab.evaluate.tasks", "medlab.evaluate.judges", "medlab.evaluate.consult",
+        "medlab.evaluate.seeds")
 
 # The domain word of the MCQ instruction ("以下是{domain}单项选择题"), per item domain.
 DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general": "医学", "auto": "医学"}
@@ -360,68 +360,6 @@ def ner_task(generate, items: Sequence[ner.NerItem], n_boot: int, seed: int) -> 
             "outcomes": {i.id: [int(c[0]), int(c[1]), int(c[2])] for i, c in zip(items, counts, strict=True)},
             "answers": [{"id": i.id, "text": i.text, "gold": sorted(i.gold), "predicted": sorted(p), "answer": a}
                         for i, p, a in zip(items, predicted, answers, strict=True)]}
-
-
-# ------------------------------------------------------------------------ seeds
-def seed_replicates(path: Path) -> list[tuple[int, Path]]:
-    """A recipe's copies trained with further seeds (``<model>/seeds/s<seed>/``, written by
-    the finetune stage for ``finetune.seeded_recipes``), by seed; none for other models."""
-    folder = Path(path) / "seeds"
-    if not folder.is_dir():
-        return []
-    found = [(int(d.name[1:]), d) for d in folder.iterdir() if d.is_dir() and re.fullmatch(r"s\d+", d.name)]
-    return sorted(found)
-
-
-def compare_outcomes(subject: Subject, columns: Sequence[str], sets: dict, qa_items: dict, ner_items: dict, kb,
-                     cfg, store: TaskStore, calls: CallCache, seed: int) -> dict:
-    """Per-item outcomes of ``subject`` on the compare stage's columns only
-    (``compare.tasks``: ``<set>/<scoring>`` MCQ by log-likelihood or generation, QA and NER
-    tasks), each task cached in ``store`` under a key with the subject's fingerprint, as the
-    full evaluation caches it: what a further seed's copy of a recipe is evaluated on
-    (the claims are made on these columns). ``sets``: MCQ set name -> (test, dev, domain);
-    ``qa_items``/``ner_items``: task name -> items; ``cfg``: the evaluate params section.
-    Columns of other kinds (consultations, CMB-Clin) are left to the first seed."""
-    def key(task, ids, **settings):
-        return store.key(model=subject.fingerprint, layout=subject.layout, task=task, ids=ids, **settings)
-
-    def generation(max_new_tokens, label):
-        return generator(subject, calls, cfg.batch_size, max_new_tokens, label=f"{subject.name}:{label}")
-
-    out = {}
-    for column in columns:
-        name, _, scoring = column.partition("/")
-        if name in sets and scoring in cfg.mcq.scorings:
-            test, dev, domain = sets[name]
-            shots = dev[:cfg.mcq.shots]
-            result = store.run(f"mcq_{name}_{scoring}", key(
-                "mcq", [i.id for i in test], set=name, scoring=scoring, shots=[s.id for s in shots],
-                n_boot=cfg.n_boot, seed=seed), partial(mcq_task, subject, test, shots, domain, scoring, cfg.batch_size,
-                                                       cfg.n_boot, seed, calls=calls))
-            norm = cfg.mcq.norm and scoring == cfg.mcq.headline  # the headline column is acc_norm's
-            out[column] = result["outcomes_norm" if norm else "outcomes"]
-        elif name in sets and scoring == "generation":
-            test, dev, domain = sets[name]
-            items, shots = test[:cfg.mcq.generation_items], dev[:cfg.mcq.shots]
-            generate = generation(cfg.mcq.generation_max_new_tokens, "mcq_generation")
-            out[column] = store.run(f"mcq_generation_{name}", key(
-                "mcq_generation", [i.id for i in items], set=name, shots=[s.id for s in shots],
-                max_new_tokens=cfg.mcq.generation_max_new_tokens, n_boot=cfg.n_boot, seed=seed),
-                partial(mcq_generation_task, generate, items, shots, domain, cfg.n_boot, seed))["outcomes"]
-        elif column in qa_items:
-            items = qa_items[column]
-            generate = generation(cfg.qa.max_new_tokens, "qa")
-            out[column] = store.run(column, key("qa", [q.id for q in items], set=column,
-                                                max_new_tokens=cfg.qa.max_new_tokens, n_boot=cfg.n_boot, seed=seed),
-                                    partial(qa_task, generate, items, kb, cfg.n_boot, seed))["outcomes"]
-        elif column in ner_items:
-            items = ner_items[column]
-            generate = generation(cfg.ner.max_new_tokens, "ner")
-            out[column] = store.run(f"ner_{column}", key("ner", [i.id for i in items], set=column,
-                                                         max_new_tokens=cfg.ner.max_new_tokens, n_boot=cfg.n_boot,
-                                                         seed=seed),
-                                    partial(ner_task, generate, items, cfg.n_boot, seed))["outcomes"]
-    return out
 
 
 def rubric_summary(scores: Sequence[dict | None], n_boot: int, seed: int) -> dict:

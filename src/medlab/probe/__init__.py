@@ -3,5 +3,6 @@
     scale.py    scales as declarative YAML files (scales/): items, Likert options, reverse keying,
                 subscales, counterfactual patient-group templates; loader with file/item errors
     score.py    letter probabilities under every option order, debiased and calibrated scores,
-                position-bias index, group gaps with paired tests, the planted-bias validity check
+                position-bias index, group gaps with paired tests
+    validity.py the planted-bias validity check, on one pair of models or over their seeds
 """
