@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers.workspace import clean_copy, run_dvc  # noqa: E402
 
 from medlab.records import write_json  # noqa: E402
+from medlab.report.repro_time import timing_file  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,12 +38,6 @@ def stage_order(repo: Path) -> list[str]:
     """
     output, _ = run_dvc(repo, "stage", "list", "--name-only")
     return [line.strip() for line in output.splitlines() if line.strip()]
-
-
-def timing_file(repo: Path, stage: str) -> Path:
-    """reports/timing/<stage>.json, or reports/timing/<group>/<item>.json for a fan-out."""
-    group, _, item = stage.partition("@")
-    return repo / "reports/timing" / (f"{group}/{item}.json" if item else f"{stage}.json")
 
 
 def main() -> None:
