@@ -41,10 +41,19 @@ def test_no_import_cycles_between_packages():
 
 def test_only_entry_points_import_the_params_loader():
     known = modules()
+    entry = ("medlab.config", "medlab.stages")  # the CLIs' and the notebooks' entry points
     importers = sorted(name for name, file in known.items()
-                       if not name.startswith("medlab.config") and not name.endswith("__main__")
+                       if not name.startswith(entry) and not name.endswith("__main__")
                        and any(m.startswith("medlab.config") for m in imports(file, known)))
     assert not importers, f"library modules reaching up into medlab.config (pass the section instead): {importers}"
+
+
+def test_no_library_module_imports_the_stages():
+    """medlab.stages is the top of the graph (the notebooks' steps); the library never calls up into it."""
+    known = modules()
+    importers = sorted(name for name, file in known.items() if not name.startswith("medlab.stages")
+                       and any(m.startswith("medlab.stages") for m in imports(file, known)))
+    assert not importers, f"library modules importing medlab.stages: {importers}"
 
 
 def test_every_stage_owns_its_params_section():

@@ -88,8 +88,15 @@ def test_notebook_reads_like_a_recipe(path):
     tagged = [c for c in nb if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     assert nb.index(tagged[0]) == 1, "the parameters cell follows the title"
+    stage = next(name for name, s in STAGES.items() if notebook_of(s) == path)
+    setup = "".join(nb[2]["source"])  # the first code cell after the parameters
+    assert nb[2]["cell_type"] == "code" and re.search(rf'= start\("{stage}"', setup), \
+        f"{path.name}: set-up is one call, start({stage!r}) (medlab.notebook: params checked, seeded, printed)"
     source = "".join(c for cell in nb for c in cell["source"])
-    assert "load_params()" in source and "dump(" in source, "print the resolved config"
+    assert "load_params(" not in source and "Stopwatch(" not in source, "set-up is start()'s job"
+    for cell in (c for c in nb if c["cell_type"] == "code"):  # the method lives in tested functions
+        lines = [line for line in "".join(cell["source"]).splitlines() if line.strip()]
+        assert len(lines) <= 60, f"{path.name}: a code cell of {len(lines)} lines (at most two screens)"
 
 
 def test_every_notebook_is_a_stage():

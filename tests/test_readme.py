@@ -80,6 +80,10 @@ def test_the_repro_time_is_recorded_only_for_a_run_that_computed_every_stage(tmp
     assert repro_time.record(tmp_path, start, 100.0) is None  # finetune@b did not run: not recorded
     assert not (tmp_path / repro_time.RECORD).exists()
     repro_time.timing_file(tmp_path, "finetune@b").write_text(json.dumps({"wall_s": 70.0}))
+    repro_time.timing_file(tmp_path, "finetune@b").write_text(json.dumps({"wall_s": 70.0, "tasks_reused": ["0_x"]}))
+    assert repro_time.record(tmp_path, start, 140.0) is None  # finetune@b took a stage an earlier run trained
+    # ... unless finetune@a trained it in this run (a recipe sharing another's first stages)
+    repro_time.timing_file(tmp_path, "finetune@a").write_text(json.dumps({"wall_s": 50.0, "tasks_computed": ["0_x"]}))
     record = repro_time.record(tmp_path, start, 140.0)
     assert record["wall_s"] == 140.0 and record["notebooks_s"] == 128.0 and record["stages"]["finetune@b"] == 70.0
     assert json.loads((tmp_path / repro_time.RECORD).read_text()) == record

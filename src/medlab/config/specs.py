@@ -158,3 +158,31 @@ def write(text: str, model: type[BaseModel]) -> str:
             key = KEY_LINE.match(lines[i].rstrip("\n"))
             lines[i] = f"{key['indent']}{key['key']}:{value}  # {wanted[path]}\n"
     return "".join(lines)
+
+
+def descriptions(text: str, model: type[BaseModel]) -> dict[tuple[str, ...], dict]:
+    """Key path -> {line, value, spec, prose} for every key of the models: the prose is the
+    block of comment lines right above the key in params.yaml (what it does, what it trades
+    off), the spec its type and range from the model."""
+    wanted = specs(model)
+    lines = text.splitlines()
+    out = {}
+    for i, path, value, _ in _walk(lines):
+        if path not in wanted:
+            continue
+        prose, j = [], i - 1
+        while j >= 0 and lines[j].strip().startswith("#"):
+            prose.insert(0, lines[j].strip()[1:].strip())
+            j -= 1
+        out[path] = {"line": i + 1, "value": value.strip(), "spec": wanted[path], "prose": " ".join(prose)}
+    return out
+
+
+def explain(text: str, model: type[BaseModel], key: str, filename: str = "params.yaml") -> str:
+    """Every key at or under ``key`` (dotted), with its value, type and range and its prose."""
+    parts = tuple(key.split(".")) if key else ()
+    found = {p: d for p, d in descriptions(text, model).items() if p[:len(parts)] == parts}
+    if not found:
+        raise KeyError(f"{filename}: no key {key!r}")
+    return "\n".join(f"{filename}:{d['line']}: {'.'.join(p)} = {d['value']}  ({d['spec']})\n    {d['prose'] or '-'}"
+                     for p, d in found.items())

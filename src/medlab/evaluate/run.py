@@ -1,4 +1,4 @@
-"""One model's evaluation, task by task: what an ``evaluate@<model>`` stage computes.
+"""One model's evaluation tasks, each a function of its items: what ``medlab.stages.evaluate`` runs and caches.
 
 Tasks (declared in task files, ``medlab.evaluate.tasks``): MCQ per task and scoring
 (log-likelihood; ``medlab.evaluate.mcq``), MCQ in generation mode, open QA (greedy;
@@ -34,8 +34,8 @@ from medlab.stats import mean_ci
 # The modules an evaluation task's result is computed by: every cached task's key hashes
 # their source and everything they import (task files, judges, scorers, the generation
 # backend), so an edit to any of them recomputes the task and nothing older is reused.
-CODE = ("medlab.evaluate.run", "medlab.evaluate.tasks", "medlab.evaluate.judges", "medlab.evaluate.consult",
-        "medlab.evaluate.seeds")
+CODE = ("medlab.evaluate.run", "medlab.stages.evaluate", "medlab.evaluate.tasks", "medlab.evaluate.judges",
+        "medlab.evaluate.consult", "medlab.evaluate.seeds")
 
 # The domain word of the MCQ instruction ("以下是{domain}单项选择题"), per item domain.
 DOMAIN_WORD = {"anesthesia": "麻醉学", "general_medicine": "医学", "general": "医学", "auto": "医学"}

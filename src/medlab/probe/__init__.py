@@ -4,5 +4,5 @@
                 subscales, counterfactual patient-group templates; loader with file/item errors
     score.py    letter probabilities under every option order, debiased and calibrated scores,
                 position-bias index, group gaps with paired tests
-    validity.py the planted-bias validity check, on one pair of models or over their seeds
+    validity.py the planted-bias validity check, on one pair of models or over their seeds, and its record
 """

@@ -72,3 +72,62 @@ def validity_over_seeds(stigma: dict[int, dict], clean: dict[int, dict], target:
             "holds": _holds(targeted, control),
             "per_seed": {s: {k: v[k] for k in ("targeted_gap_diff", "ci", "control_gap_diff", "holds")}
                          for s, v in per_seed.items()}}
+
+
+# ------------------------------------------------------------------ the compare stage's check
+def counterfactual_scale(items: dict) -> str:
+    """The scale whose results carry group gaps, in a probe stage's ``items.json``."""
+    return next(k.split("/")[0] for k in items if "group_gaps" in items[k])
+
+
+def gaps_by_seed(items_by_seed: dict[int, dict], scale: str, readout: str) -> dict[int, dict]:
+    """seed -> the counterfactual scale's group gaps under ``readout`` (seeds probed without it left out)."""
+    key = f"{scale}/{readout}"
+    return {s: items[key]["group_gaps"] for s, items in items_by_seed.items() if key in items}
+
+
+def validity_checks(stigma: dict[int, dict], clean: dict[int, dict], readouts, target: str, n_boot: int,
+                    seed: int) -> tuple[str, dict]:
+    """(counterfactual scale, readout -> check) from the two models' probe items per seed (the
+    first seed first): the first seed's check, pooled over seeds (``validity_over_seeds``)
+    where both recipes were trained with several."""
+    first_seed = next(iter(clean))
+    scale = counterfactual_scale(clean[first_seed])
+    checks = {}
+    for r in readouts:
+        s_gaps, c_gaps = gaps_by_seed(stigma, scale, r), gaps_by_seed(clean, scale, r)
+        first = validity(s_gaps[first_seed], c_gaps[first_seed], target, n_boot=n_boot, seed=seed)
+        checks[r] = first | {"seeds": [first_seed]}
+        if len([s for s in s_gaps if s in c_gaps]) >= 2:  # both recipes trained with several seeds
+            checks[r] = first | validity_over_seeds(s_gaps, c_gaps, target, n_boot=n_boot, seed=seed)
+    return scale, checks
+
+
+def validity_record(checks: dict, readout: str, stigma_model: str, clean_model: str, scale: str,
+                    planted: bool) -> dict:
+    """What ``reports/metrics/probe_validity.json`` holds: the check under the readout fixed in
+    params.yaml before the run (not whichever looks better), the other readouts' beside it."""
+    valid = checks[readout]
+    return {"targeted_gap_diff": valid["targeted_gap_diff"], "ci": valid["ci"],
+            "control_gap_diff": valid["control_gap_diff"], "control_ci": valid["control_ci"], "holds": valid["holds"],
+            "p_permutation": valid["p_permutation"], "readout": readout, "target_pair": valid["target_pair"],
+            "stigma_model": stigma_model, "clean_model": clean_model, "scale": scale,
+            "n_templates": valid["n_templates"], "seeds": valid["seeds"],
+            # over several seeds: the hierarchical bootstrap's p, each seed's own check, and whether every seed's
+            # target change has the pooled sign (p_permutation is then the first seed's exact test)
+            **{k: valid[k] for k in ("p", "per_seed", "sign_agreement") if k in valid},
+            # only the simulated teacher plants stigma: with a real one there is no known difference to find
+            "planted": planted,
+            "other_readouts": {r: {k: c[k] for k in ("targeted_gap_diff", "ci", "control_gap_diff", "holds", "seeds")}
+                               for r, c in checks.items() if r != readout}}
+
+
+def validity_line(readout: str, c: dict, decisive: bool) -> str:
+    """One readout's check in one line."""
+    per_seed = ("" if len(c["seeds"]) == 1 else
+                f" (per seed {[round(v['targeted_gap_diff'], 4) for v in c['per_seed'].values()]}"
+                f", same sign on every seed: {c['sign_agreement']})")
+    return (f"validity ({readout}{', decisive' if decisive else ''}): target gap change {c['targeted_gap_diff']:+.4f} "
+            f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] (permutation p {c['p_permutation']:.3g}) · control change "
+            f"{c['control_gap_diff']:+.4f} [{c['control_ci'][0]:+.4f}, {c['control_ci'][1]:+.4f}] · holds: "
+            f"{c['holds']} · seeds {c['seeds']}{per_seed}")

@@ -5,10 +5,12 @@ that computed every stage, so README.md states a measured time, never a typed on
 
 After the command, the stages that ran in it are found by their timing files
 (``reports/timing/<stage>.json``, written by each notebook, newer than the start). If every
-stage of ``dvc.yaml`` ran (a from-scratch or all-stages-changed run), the total wall time
-and each stage's notebook time go to ``benchmarks/results/repro_default.json`` (with the
-machine, the date and the params.yaml digest); a partial run (some stages unchanged) is
-printed, not recorded, because its total says nothing about the pipeline's cost. The gap
+stage of ``dvc.yaml`` ran and none took finished work of an earlier run from medlab's own
+caches (``reused_from_earlier``: an all-stages-changed run after a notebook edit reuses
+trained models and scored tasks), the
+total wall time and each stage's notebook time go to ``benchmarks/results/repro_default.json``
+(with the machine, the date and the params.yaml digest); any other run is printed, not
+recorded, because its total says nothing about the pipeline's cost. The gap
 between the total and the sum of notebook times is DVC, kernel start-up and HTML rendering.
 """
 
@@ -43,25 +45,41 @@ def timing_file(root: Path, stage: str) -> Path:
     return root / "reports" / "timing" / (f"{group}/{item}.json" if item else f"{stage}.json")
 
 
-def ran_since(root: Path, stages: list[str], since: float) -> dict[str, float]:
-    """Notebook wall seconds of the stages whose timing file was written after ``since``."""
+def ran_since(root: Path, stages: list[str], since: float) -> dict[str, dict]:
+    """The timing records of the stages whose timing file was written after ``since``."""
     out = {}
     for stage in stages:
         path = timing_file(root, stage)
         if path.is_file() and path.stat().st_mtime >= since:
-            out[stage] = float(json.loads(path.read_text())["wall_s"])
+            out[stage] = json.loads(path.read_text())
     return out
+
+
+def reused_from_earlier(timings: dict[str, dict]) -> list[str]:
+    """The stages that took finished work from an earlier run: a reused task that no stage of
+    the same group computed in this run (the DPO recipe reuses the Hypnos stages that
+    ``finetune@general_to_specific`` trains in the same run: that is not earlier work), a
+    resumed pre-training, teacher calls answered from the cache."""
+    computed: dict[str, set] = {}
+    for stage, t in timings.items():
+        computed.setdefault(stage.partition("@")[0], set()).update(t.get("tasks_computed") or [])
+    return sorted(stage for stage, t in timings.items()
+                  if set(t.get("tasks_reused") or []) - computed[stage.partition("@")[0]]
+                  or t.get("resumed") or t.get("cached_calls"))
 
 
 def record(root: Path, since: float, wall: float, command: str = "dvc repro") -> dict | None:
     """Write the record when every stage ran since ``since``; returns it (None for a partial run)."""
     stages = stage_names(root)
-    ran = ran_since(root, stages, since)
-    print(f"dvc repro: {wall / 60:.1f} min wall, {len(ran)} of {len(stages)} stages computed")
-    if len(ran) < len(stages):
-        print("not every stage ran: the time is not recorded (benchmarks/results/repro_default.json keeps "
-              "the last run that computed them all)")
+    timings = ran_since(root, stages, since)
+    reusing = reused_from_earlier(timings)
+    print(f"dvc repro: {wall / 60:.1f} min wall, {len(timings)} of {len(stages)} stages ran"
+          + (f", {len(reusing)} reusing cached work ({', '.join(reusing)})" if reusing else ""))
+    if len(timings) < len(stages) or reusing:
+        print("not every stage computed everything: the time is not recorded (benchmarks/results/"
+              "repro_default.json keeps the last run that did)")
         return None
+    ran = {stage: float(t["wall_s"]) for stage, t in timings.items()}
     result = {"command": command, "wall_s": round(wall, 1), "notebooks_s": round(sum(ran.values()), 1), "stages": ran,
               "cpus": os.cpu_count(), "platform": platform.platform(),
               "date": datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d"),
