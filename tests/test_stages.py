@@ -155,3 +155,29 @@ def test_the_paired_table_marks_holm_significance_and_seed_agreement():
     table = comparison.paired_markdown([row, seeded]).splitlines()
     assert table[2].endswith("| 0.004 ** |") and "| – |" in table[2]
     assert "+0.100 -0.020 ✗" in table[3] and not table[3].endswith("** |")
+
+
+def test_a_probe_caches_each_scale_and_readout_and_probes_further_seeds_on_the_counterfactual_scale(
+        root, tmp_path, monkeypatch, family_dirs):
+    from medlab.stages.probe import Probing
+
+    work, params = evaluation_workspace(root, tmp_path, monkeypatch, family_dirs)
+    cf = next(n for n in params.probe.scales if n.startswith("patient"))  # the counterfactual scale
+    probe_cfg = params.probe.model_copy(update={"scales": [cf], "readouts": ["statement"], "n_boot": 20})
+    params = params.model_copy(update={"probe": probe_cfg})
+    pr = Probing("tiny", params, work, log=lambda *a: None)
+    assert pr.counterfactual == [cf] and pr.readouts == ["statement"]
+    pr.run_scale(cf)
+    pr.run_seeds()
+    metrics = pr.save()
+    gaps = metrics[cf]["group_gaps"]["statement"]["gaps"]
+    assert any(k.startswith(f"{params.probe.target_group}-") for k in gaps)  # the target group is contrasted
+    assert [line.split()[0] for line in pr.gap_lines()[1:]] == list(gaps)
+    further = json.loads((work / "data" / "probe" / "tiny" / "seeds" / "s1235" / "items.json").read_text())
+    first = json.loads((work / "data" / "probe" / "tiny" / "items.json").read_text())
+    assert further[f"{cf}/statement"]["group_gaps"] == first[f"{cf}/statement"]["group_gaps"]  # same weights
+
+    again = Probing("tiny", params, work, log=lambda *a: None)
+    again.run_scale(cf)
+    again.run_seeds()
+    assert again.store.computed == [] and len(again.store.reused) == 2 and again.metrics() == metrics

@@ -15,5 +15,5 @@
     params.py        the evaluate section of params.yaml
     compare.py       model x metric table, paired tests with Holm adjustment, pooled over seeds
 
-The stages run these as steps: ``medlab.stages.evaluate`` and ``medlab.stages.compare``.
+The stages run these as steps: ``medlab.stages.evaluate``, ``medlab.stages.probe``, ``medlab.stages.compare``.
 """

@@ -43,7 +43,8 @@ from medlab.probe.scale import Item, Scale
 # The modules a probe result is computed by (this scorer, the scales, the generation
 # path it shares with evaluate): every cached result's key hashes their source and all
 # they import (medlab.cachekey.result_key), so an edit recomputes, nothing older is reused.
-CODE = ("medlab.probe.score", "medlab.probe.scale", "medlab.evaluate.run", "medlab.patient_groups")
+CODE = ("medlab.probe.score", "medlab.probe.scale", "medlab.evaluate.run", "medlab.patient_groups",
+        "medlab.stages.probe")
 LETTERS = "ABCDEFG"
 CONTENT_FREE = "（无）"
 ANSWER_CUE = "请只回答选项字母。"
