@@ -9,6 +9,7 @@ import pytest
 from medlab.embedded.benchmark.build import build_vignettes
 from medlab.embedded.patient import SimulatedPatient, asks_about
 from medlab.evaluate import compare, consult, criteria
+from medlab.evaluate.floor import floor_check
 from medlab.filter.rules import RuleParams, check
 from medlab.llm.base import ChatRequest, Completion, Decoding, LLMError
 from medlab.llm.cache import CallCache, generate_cached
@@ -328,11 +329,19 @@ def test_the_floor_check_names_tasks_no_model_lifts_and_why():
 
     metrics = {"a": model([0.5, 0.7], [0.0, 0.0], (0, 0), [0.0, 0.0]),
                "b": model([0.2, 0.3], [0.0, 0.0], (0, 0), [0.0, 0.0])}
-    floor = compare.floor_check(metrics)
+    floor = floor_check(metrics)
     assert floor["anesthesia MCQ"] == {"floor": 0.25, "above": ["a"], "reason": None}
     assert floor["MCQ by generation"]["reason"] == "97% of the answers hold no parseable letter"
     assert floor["NER F1"]["reason"] == "no model's answers parse into entities (0 predicted in all)"
     assert floor["consult: elicited"]["reason"].startswith("elicited 0.00 for every model; the doctors gave 1.0")
     assert "consult: diagnosis" not in floor  # no case knows a diagnosis here: nothing to check
-    lifted = compare.floor_check({"a": model([0.5, 0.7], [0.1, 0.3], (5, 2), [0.2, 0.4])})
+    lifted = floor_check({"a": model([0.5, 0.7], [0.1, 0.3], (5, 2), [0.2, 0.4])})
     assert lifted["NER F1"]["above"] == ["a"] and lifted["consult: elicited"]["reason"] is None
+    # letters that parse but land at chance: the reason counts only the models that give a letter
+    metrics["a"]["anesthesia_mcq"]["scorings"] |= {
+        "generation": {"acc": 0.24, "acc_ci": [0.16, 0.33], "chance": 0.25, "no_answer_rate": 0.0},
+        "letter": {"acc": 0.26}}
+    reason = floor_check(metrics)["MCQ by generation"]["reason"]
+    assert reason == ("the 1 model whose answers hold a letter (no answer 0%) picks the right one 0.24 of the time, "
+                      "every CI includes chance 0.25; their letter scoring (log-likelihood of each letter after the "
+                      "options) gives 0.26")

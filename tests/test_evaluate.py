@@ -226,7 +226,8 @@ def test_generation_mode_counts_unparseable_answers_as_wrong():
 
 
 def test_ner_parsing_and_micro_f1():
-    from medlab.evaluate.ner import annotate, micro_f1, parse_entities
+    from medlab.evaluate.ner import micro_f1, parse_entities
+    from medlab.knowledge.kb import longest_matches
 
     answer = "丙泊酚|药物\n2. 低血压（症状）\n疾病：恶性高热，肺炎\n芬太尼|食物\n无"
     assert parse_entities(answer) == {("丙泊酚", "药物"), ("低血压", "症状"), ("恶性高热", "疾病"), ("肺炎", "疾病")}
@@ -237,7 +238,8 @@ def test_ner_parsing_and_micro_f1():
     assert score["precision"] == 0.5 and score["recall"] == pytest.approx(1 / 3)
     assert score["f1"] == pytest.approx(0.4)
     names = {"高血压": "疾病", "严重高血压": "症状", "丙泊酚": "药物"}
-    assert annotate("丙泊酚禁用于严重高血压", names) == {("丙泊酚", "药物"), ("严重高血压", "症状")}
+    assert longest_matches("丙泊酚禁用于严重高血压", names) == {("丙泊酚", "药物"), ("严重高血压", "症状")}
+    assert longest_matches("高血压，丙泊酚", names) == {("高血压", "疾病"), ("丙泊酚", "药物")}
 
 
 def test_ner_loaders_read_cmeee_and_promptcblue(tmp_path):

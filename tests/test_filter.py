@@ -317,6 +317,30 @@ def test_judge_cutoffs_are_per_domain_quantiles_or_one_threshold():
         "duplicate:near": 1, "judge": 1, "rule:url": 2}
 
 
+def test_methods_with_their_own_cutoffs_leave_the_prose_cutoffs_unchanged():
+    from types import SimpleNamespace
+
+    def rows_of(method, ids):
+        return [sample(i, "答", "none").model_copy(update={"domain": "anesthesia", "provenance": {"method": method}})
+                for i in ids]
+
+    prose_rows = rows_of("kg_qa", range(10))
+    letter_rows = rows_of("kg_mcq", range(100, 110))  # a format the judge never saw: every score lowest
+    scores = {f"s{i}": float(i) for i in range(10)} | {f"s{i}": -100.0 - i for i in range(100, 110)}
+    judge = SimpleNamespace(mode="quantile", keep_quantile=0.8, keep_quantile_prose=0.9, threshold=0.0,
+                            own_cutoff_methods=[])
+    # cut together, the letter answers fill the bottom 20%: no prose answer is cut, 4 letter answers are
+    _, together = judge_cutoffs(prose_rows + letter_rows, scores, {}, judge, ["anesthesia"])
+    assert sorted(together) == [f"s{i}" for i in range(106, 110)]
+    alone, _ = judge_cutoffs(prose_rows, scores, {}, judge, ["anesthesia"])
+    judge.own_cutoff_methods = ["kg_mcq"]
+    cutoffs, reasons = judge_cutoffs(prose_rows + letter_rows, scores, {}, judge, ["anesthesia"])
+    assert set(cutoffs) == {"anesthesia", "anesthesia/kg_mcq"}
+    assert cutoffs["anesthesia"] == alone["anesthesia"]  # the prose cut-off as without the letter answers
+    # each group loses its own bottom 20%
+    assert sorted(reasons) == sorted(["s0", "s1", "s108", "s109"])
+
+
 def test_fault_report_measures_planted_faults_and_skips_without_them():
     clean = [sample(i, "答", "none") for i in range(8)]
     faulty = [sample(10 + i, "错", "factual") for i in range(4)]

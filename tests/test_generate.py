@@ -156,3 +156,86 @@ def test_self_instruct_stops_at_max_requests(kb, teacher):
 def test_self_instruct_needs_enough_seeds(teacher):
     with pytest.raises(ValueError, match="need at least 3"):
         self_instruct.run([], "anesthesia", 1, teacher, CallCache(None, "off"), "sim", D, 3, 4, 0.7, 5, 1, CallStats())
+
+
+# ------------------------------------------------------ exam-format methods
+def corpus_docs(kb):
+    from medlab.embedded.corpus.render import render_corpus
+
+    docs, _ = render_corpus(kb, 4, 0.4, 1.0, 0.25, seed=5)
+    return docs
+
+
+def test_corpus_ner_uses_training_sentences_and_the_teacher_answers_with_the_kb_annotation(kb):
+    from medlab.evaluate.ner import parse_entities
+    from medlab.generate import corpus_ner
+
+    docs = [d for d in corpus_docs(kb) if d.domain == "general"]
+    held_out = {s for d in docs if d.split == "valid" for s in corpus_ner.sentences(d)}
+    requests = corpus_ner.build_requests(kb, docs, 200, D, seed=1)
+    assert len(requests) == 200 and all(r.meta["domain"] == "general_medicine" for r in requests)
+    assert not {r.meta["sentence"] for r in requests} & (held_out - {s for d in docs if d.split == "train"
+                                                                     for s in corpus_ner.sentences(d)})
+    assert len({r.meta["sentence"] for r in requests}) == 200  # distinct sentences
+    assert max(collections.Counter(r.meta["subject"] for r in requests).values()) <= 2  # round-robin
+    teacher = SimulatedTeacher(kb, {"factual": 0.3}, "mental_illness", seed=0)
+    samples, rejected = collect("corpus_ner", "t", requests, teacher.generate(requests))
+    assert not rejected
+    by_truth = collections.Counter()
+    for request, s in zip(requests, samples, strict=True):
+        assert s.messages[0]["content"] == request.meta["question"] and request.meta["sentence"] in request.meta["question"]
+        gold = kb.mentions(request.meta["sentence"], corpus_ner.TYPES)
+        got = parse_entities(s.messages[1]["content"])
+        if s.truth["fault"] == "none":
+            assert got == gold
+        else:  # exactly one entity carries a wrong type
+            assert {name for name, _ in got} == {name for name, _ in gold} and len(got - gold) == 1
+            assert s.truth["variant"] == "wrong_type"
+        by_truth[s.truth["fault"]] += 1
+    assert 30 < by_truth["factual"] < 90
+
+
+def test_kg_mcq_letters_point_to_a_true_option_unless_faulty(kb):
+    from medlab.evaluate.mcq import extract_answer
+    from medlab.generate import kg_mcq
+
+    requests = kg_mcq.build_requests(kb, "anesthesia", 200, D, seed=2)
+    assert len(requests) == 200
+    assert len({(r.meta["subject"], r.meta["predicate"]) for r in requests}) == 200
+    assert collections.Counter(r.meta["answer"] for r in requests).keys() == set(kg_mcq.LETTERS)
+    teacher = SimulatedTeacher(kb, {"factual": 0.2, "off_format": 0.1}, "mental_illness", seed=0)
+    samples, rejected = collect("kg_mcq", "t", requests, teacher.generate(requests))
+    assert rejected and all(r.truth["variant"] == "missing_markers" for r in rejected)  # no 回答： marker
+    by_id = {r.meta["source_id"]: r for r in requests}
+    for s in samples:
+        request = by_id[s.provenance["source_id"]]
+        options = request.meta["options"]
+        assert len(set(options.values())) == 4
+        truths = kb.objects(request.meta["subject"], request.meta["predicate"])
+        assert [x for x, text in options.items() if text in truths] == [request.meta["answer"]]
+        letter = extract_answer(s.messages[1]["content"], options)
+        if s.truth["fault"] == "factual":
+            assert letter != request.meta["answer"] and options[letter] in s.messages[1]["content"]
+        elif s.truth["fault"] == "none":
+            assert letter == request.meta["answer"] and options[letter] in s.messages[1]["content"]
+
+
+def test_exam_format_questions_share_no_wording_with_the_benchmark(kb):
+    """The filter's decontamination would remove them otherwise (it removed 209 of 296 case
+    questions whose stems shared 8 characters with the benchmark's)."""
+    from medlab.embedded.benchmark.build import build_mcq, build_vignettes
+    from medlab.filter.decontaminate import Decontaminator
+    from medlab.generate import corpus_ner, kg_mcq
+
+    names = set(kb.entities) | {t.object for t in kb.triples if t.object_type == "literal"}
+    checker = Decontaminator(names)
+    for domain in ("general", "anesthesia"):
+        for item in build_mcq(kb, domain, 300, 4, 0, seed=4, source="b"):
+            checker.add(item.id, item.question, item.context)
+    for case in build_vignettes(kb, 20, 1, 4, seed=4):
+        checker.add(case.id, case.question, case.context)
+    questions = [r.meta["question"] for d in ("general", "anesthesia")
+                 for r in kg_mcq.build_requests(kb, d, 300, D, seed=1)]
+    questions += [r.meta["question"] for r in corpus_ner.build_requests(kb, corpus_docs(kb), 300, D, seed=1)]
+    hits = [(q, checker.check(q)[1]) for q in questions if checker.check(q)[0]]
+    assert not hits, hits[:3]

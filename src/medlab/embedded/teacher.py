@@ -23,7 +23,6 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from medlab.cachekey import code_hash
+from medlab.embedded.teacher_tasks import Draft, ExamTaskWriters
 from medlab.knowledge import KnowledgeBase
 from medlab.llm.base import ChatRequest, Completion
 from medlab.patient_groups import load_groups
@@ -46,18 +46,9 @@ def load_teacher_templates() -> dict[str, Any]:
     return YAML(typ="safe").load(text)
 
 
-@dataclass
-class Draft:
-    """What the teacher is about to say: free-text parts it may still alter for a fault."""
-
-    parts: list[str]  # answer sentences (or dialogue turns' texts, see ``speakers``)
-    speakers: list[str] | None = None  # for dialogues: "患者" / "医生" per part
-    question: str | None = None  # for QA formats
-    detail: dict[str, Any] | None = None
-
-
-class SimulatedTeacher:
-    """Backend ``simulated``: see the module docstring. Embedded mode only."""
+class SimulatedTeacher(ExamTaskWriters):
+    """Backend ``simulated``: see the module docstring. Embedded mode only. The exam-format
+    tasks' writers (``_corpus_ner``, ``_kg_mcq``) are in ``teacher_tasks``."""
 
     name = "simulated"
     batch_size = 512
@@ -189,6 +180,8 @@ class SimulatedTeacher:
             prefix = (lambda s: f"{s}：") if markers else (lambda s: "")
             return "\n".join(prefix(s) + p for s, p in zip(draft.speakers, parts, strict=True))
         answer = "".join(parts)
+        if draft.question is None:  # an exam-format task: medlab wrote the question, the teacher answers
+            return f"回答：{answer}" if markers else answer
         if markers:
             return f"问题：{draft.question}\n回答：{answer}"
         return f"{draft.question}\n{answer}"

@@ -236,6 +236,8 @@ COLUMNS = {  # column name -> (path in the metrics file, CI path or None)
         ("anesthesia_mcq", "scorings", "option_text", "acc_rotation_ci")),
     "general MCQ": (("general_mcq", "acc"), ("general_mcq", "acc_ci")),
     "case MCQ": (("anesthesia_rc", "acc"), ("anesthesia_rc", "acc_ci")),
+    "MCQ by generation": (("anesthesia_mcq", "scorings", "generation", "acc"),
+                          ("anesthesia_mcq", "scorings", "generation", "acc_ci")),
     "MCQ by generation: no answer": (("anesthesia_mcq", "scorings", "generation", "no_answer_rate"), None),
     "QA grounded": (("anesthesia_qa", "grounded_acc"), ("anesthesia_qa", "grounded_acc_ci")),
     "QA ROUGE-L (char)": (("anesthesia_qa", "rouge_l_char"), None),
@@ -321,63 +323,4 @@ def consult_separation(metrics: Mapping[str, Mapping], task: str) -> dict:
             if len(pairs) >= 3 and len({p[0] for p in pairs}) > 1 and len({p[1] for p in pairs}) > 1:
                 rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
                 out["correlation"][f"{d}~{name}"] = float(rho)
-    return out
-
-
-def _span(values: Sequence[float], fmt: str) -> str:
-    return format(min(values), fmt) if min(values) == max(values) else f"{min(values):{fmt}}–{max(values):{fmt}}"
-
-
-def floor_check(metrics: Mapping[str, Mapping]) -> dict:
-    """Which tasks no model lifts off the floor, and the measured reason. A task is *above
-    the floor* when at least one model's 95% CI lies wholly above it (MCQ: chance; QA
-    grounded, NER F1, consultation measures: 0); a task at the floor separates no model
-    from guessing and belongs out of any headline."""
-    out: dict = {}
-
-    def rows(task):
-        return {m: v[task] for m, v in metrics.items() if task in v}
-
-    for column, task in (("anesthesia MCQ", "anesthesia_mcq"), ("general MCQ", "general_mcq"),
-                         ("case MCQ", "anesthesia_rc")):
-        r = rows(task)
-        if r:
-            chance = next(iter(r.values()))["chance"]
-            above = sorted(m for m, v in r.items() if v.get("acc_ci") and v["acc_ci"][0] > chance)
-            out[column] = {"floor": chance, "above": above, "reason": None if above else
-                           f"every model's 95% CI includes chance {chance:.2f} (accuracy "
-                           f"{_span([v['acc'] for v in r.values()], '.3f')})"}
-    generation = {m: v["scorings"]["generation"] for m, v in rows("anesthesia_mcq").items()
-                  if "generation" in v.get("scorings", {})}
-    if generation:
-        chance = next(iter(generation.values()))["chance"]
-        above = sorted(m for m, g in generation.items() if g.get("acc_ci") and g["acc_ci"][0] > chance)
-        out["MCQ by generation"] = {"floor": chance, "above": above, "reason": None if above else
-                                    f"{_span([g['no_answer_rate'] for g in generation.values()], '.0%')} of the "
-                                    "answers hold no parseable letter"}
-    ner = rows("kb_ner")
-    if ner:
-        above = sorted(m for m, v in ner.items() if v.get("f1_ci") and v["f1_ci"][0] > 0)
-        predicted = sum(v["tp"] + v["fp"] for v in ner.values())
-        out["NER F1"] = {"floor": 0.0, "above": above, "reason": None if above else
-                         (f"no model's answers parse into entities ({predicted} predicted in all)" if predicted == 0
-                          else f"F1 {_span([v['f1'] for v in ner.values()], '.3f')}, every CI includes 0")}
-    qa = rows("anesthesia_qa")
-    if qa:
-        above = sorted(m for m, v in qa.items() if v.get("grounded_acc_ci") and v["grounded_acc_ci"][0] > 0)
-        out["QA grounded"] = {"floor": 0.0, "above": above, "reason": None if above else
-                              "no model's grounded accuracy has a CI above 0"}
-    consult = rows("anesthesia_consult")
-    for measure in ("elicited", "diagnosis", "criteria_score"):
-        known = {m: v for m, v in consult.items() if v.get(measure) is not None}
-        if not known:
-            continue
-        above = sorted(m for m, v in known.items() if v.get(f"{measure}_ci") and v[f"{measure}_ci"][0] > 0)
-        reason = None
-        if not above:
-            reason = (f"{measure} {_span([v[measure] for v in known.values()], '.2f')} for every model; the doctors "
-                      f"gave {_span([v['turns'] for v in known.values()], '.1f')} replies on average and the patient "
-                      f"closed {_span([v['ended'] for v in known.values()], '.0%')} of the consultations at a "
-                      "diagnosis")
-        out[f"consult: {measure}"] = {"floor": 0.0, "above": above, "reason": reason}
     return out

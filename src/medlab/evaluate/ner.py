@@ -95,23 +95,12 @@ def micro_f1_of_counts(counts) -> float:
     return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0
 
 
-def annotate(text: str, names: dict[str, str]) -> set[tuple[str, str]]:
-    """Longest-match KB entity names in ``text`` (name -> type), non-overlapping."""
-    spans, taken = set(), [False] * len(text)
-    for name in sorted(names, key=len, reverse=True):
-        for m in re.finditer(re.escape(name), text):
-            if not any(taken[m.start():m.end()]):
-                taken[m.start():m.end()] = [True] * (m.end() - m.start())
-                spans.add((name, names[name]))
-    return spans
-
-
 def kb_sentences(kb, sentences: Iterable[tuple[str, str]], limit: int) -> list[NerItem]:
-    """Our NER set: ``(id, sentence)`` pairs annotated against the KB; sentences with an entity."""
-    names = {e.name: e.type for e in kb.entities.values() if e.type in TYPES and len(e.name) >= 2}
+    """Our NER set: ``(id, sentence)`` pairs annotated against the KB (``KnowledgeBase.mentions``,
+    the annotation the generate stage's ``corpus_ner`` data uses too); sentences with an entity."""
     items = []
     for sid, text in sentences:
-        gold = annotate(text, names)
+        gold = kb.mentions(text, TYPES)
         if gold:
             items.append(NerItem(sid, text, frozenset(gold)))
         if len(items) >= limit:

@@ -21,15 +21,25 @@ from medlab.records import Sample
 
 def judge_cutoffs(judged: Iterable[Sample], scores: Mapping[str, float], prose: Mapping[str, float], judge,
                   domains: Iterable[str]) -> tuple[dict[str, dict], dict[str, str]]:
-    """(cut-offs per domain ``{"score", "prose"}``, sample id -> ``judge`` | ``judge:prose``)
-    for the ``judge`` params section (mode, keep_quantile, keep_quantile_prose, threshold).
-    A domain with no scored answer gets no cut-off; the prose cut-off is None in
-    threshold mode or without prose scores."""
+    """(cut-offs per group ``{"score", "prose"}``, sample id -> ``judge`` | ``judge:prose``)
+    for the ``judge`` params section (mode, keep_quantile, keep_quantile_prose, threshold,
+    own_cutoff_methods). A group is a domain, or ``<domain>/<method>`` for a method of
+    ``own_cutoff_methods``: answers in a format the judge never saw (``答案：B``,
+    ``丙泊酚|药物``) score low whatever they say, so cut with the prose answers they would
+    fill its bottom quantile; cut alone, they keep the same share and the prose answers'
+    cut-offs do not move. A group with no scored answer gets no cut-off; the prose
+    cut-off is None in threshold mode or without prose scores."""
     judged = list(judged)
+    own = set(getattr(judge, "own_cutoff_methods", ()) or ())
+    groups: dict[str, list[Sample]] = {}
+    for domain in domains:
+        for s in judged:
+            if s.domain == domain:
+                method = s.provenance.get("method")
+                groups.setdefault(f"{domain}/{method}" if method in own else domain, []).append(s)
     cutoffs: dict[str, dict] = {}
     reasons: dict[str, str] = {}
-    for domain in domains:
-        rows = [s for s in judged if s.domain == domain]
+    for group, rows in groups.items():
         values = np.array([scores[s.id] for s in rows if s.id in scores])
         if not len(values):
             continue
@@ -38,7 +48,7 @@ def judge_cutoffs(judged: Iterable[Sample], scores: Mapping[str, float], prose: 
         prose_values = np.array([prose[s.id] for s in rows if s.id in prose])
         prose_cut = float(np.quantile(prose_values, 1 - judge.keep_quantile_prose)) \
             if quantile and len(prose_values) else None
-        cutoffs[domain] = {"score": cut, "prose": prose_cut}
+        cutoffs[group] = {"score": cut, "prose": prose_cut}
         for s in rows:
             if s.id in scores and scores[s.id] < cut:
                 reasons[s.id] = "judge"

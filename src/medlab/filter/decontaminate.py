@@ -63,7 +63,7 @@ class Decontaminator:
         hits: set[str] = set()
         evidence = None
         for n in sorted({self.n_question, self.n_context}):
-            for gram in self.grams(text, n):
+            for gram in sorted(self.grams(text, n)):  # sorted: the evidence must not follow set order
                 if gram in self.index:
                     hits |= self.index[gram]
                     evidence = evidence or gram

@@ -37,6 +37,7 @@ class JudgeParams(Section):
     keep_quantile: float = Field(gt=0.0, le=1.0)
     keep_quantile_prose: float = Field(gt=0.0, le=1.0)
     threshold: float
+    own_cutoff_methods: list[str] = []
 
 
 class DedupParams(Section):

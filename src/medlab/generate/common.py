@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medlab.generate.parse import ParseError, parse_dialogue, parse_qa
+from medlab.generate.parse import ParseError, parse_answer, parse_dialogue, parse_qa
 from medlab.generate.prompts import Prompt
 from medlab.llm.base import ChatRequest, Completion, Decoding
 from medlab.records import Rejected, Sample
@@ -24,7 +24,11 @@ def provenance(method: str, teacher: str, meta: dict[str, Any]) -> dict[str, Any
             "source": source}
 
 
-def to_messages(fmt: str, text: str) -> list[dict[str, str]]:
+def to_messages(fmt: str, text: str, question: str | None = None) -> list[dict[str, str]]:
+    """The chat a completion becomes: ``qa`` and ``dialogue`` as the teacher wrote them; ``answer``:
+    the question medlab wrote (``question``, an exam-format task) and the teacher's answer."""
+    if fmt == "answer":
+        return [{"role": "user", "content": question}, {"role": "assistant", "content": parse_answer(text)}]
     if fmt == "qa":
         question, answer = parse_qa(text)
         return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -41,7 +45,7 @@ def collect(method: str, teacher: str, requests: list[ChatRequest], completions:
         meta = request.meta
         prov = provenance(method, teacher, meta)
         try:
-            messages = to_messages(meta["format"], completion.text)
+            messages = to_messages(meta["format"], completion.text, meta.get("question"))
         except ParseError as exc:
             rejected.append(Rejected(id=f"{method}-rejected-{len(rejected):05d}", source=method, method=method,
                                      reason=f"unparseable: {exc}", output=completion.text,

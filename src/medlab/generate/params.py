@@ -83,6 +83,11 @@ class CorpusToInstructionParams(Section):
     paragraphs_per_subject: int | None = Field(ge=1)
 
 
+class PerDomainCount(Section):
+    general_medicine: int = Field(ge=0)
+    anesthesia: int = Field(ge=0)
+
+
 class GeneralMixParams(Section):
     files: list[InstructionFile]
 
@@ -97,6 +102,8 @@ class GenerateParams(Section):
     dialogue_rewrite: DialogueRewriteParams
     mcq_to_qa: McqToQaParams
     corpus_to_instruction: CorpusToInstructionParams
+    corpus_ner: PerDomainCount
+    kg_mcq: PerDomainCount
     general_mix: GeneralMixParams
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:

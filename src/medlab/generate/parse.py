@@ -21,6 +21,7 @@ _MD = r"[*_#>\-\s]*"  # markdown decoration around a marker
 QA = re.compile(rf"问题{_MD}[：:]{_MD}(?P<q>.+?){_MD}回答{_MD}[：:][*_\s]*(?P<a>.+)", re.S)
 TURN = re.compile(rf"^{_MD}(患者|医生){_MD}[：:][*_\s]*(.*)$")
 TASK_HEADER = re.compile(r"^[*_#>\s]*任务\s*\d+[*_\s]*[：:]?[*_\s]*$", re.M)
+ANSWER = re.compile(rf"(?:^|\n){_MD}回答{_MD}[：:][*_\s]*(?P<a>.+)", re.S)
 TASK = re.compile(rf"指令{_MD}[：:]{_MD}(?P<i>.+?){_MD}回答{_MD}[：:][*_\s]*(?P<a>.+)", re.S)
 
 
@@ -33,6 +34,14 @@ def parse_qa(text: str) -> tuple[str, str]:
     if not question or not answer:
         raise ParseError("empty question or answer")
     return question, answer
+
+
+def parse_answer(text: str) -> str:
+    """'回答：…' -> the answer (the question was written by medlab, not by the teacher)."""
+    match = ANSWER.search(text)
+    if not match or not match.group("a").strip():
+        raise ParseError("no '回答：' followed by an answer")
+    return match.group("a").strip()
 
 
 def parse_dialogue(text: str) -> list[dict[str, str]]:

@@ -89,6 +89,28 @@ class KnowledgeBase:
                 out[t.object].append(t.subject)
         return dict(out)
 
+    def mentions(self, text: str, types: Iterable[str]) -> set[tuple[str, str]]:
+        """(name, type) of every entity of ``types`` named in ``text``: the longest names first,
+        non-overlapping (so "严重高血压" is not also "高血压"); names of one character are skipped.
+        Exact for text rendered from these names (our corpus, answers, NER sentences)."""
+        wanted = set(types)
+        names = {n: e.type for n, e in self.entities.items() if e.type in wanted and len(n) >= 2}
+        return longest_matches(text, names)
+
+
+def longest_matches(text: str, names: dict[str, str]) -> set[tuple[str, str]]:
+    """Longest-match ``names`` (name -> type) in ``text``, non-overlapping."""
+    spans, taken = set(), [False] * len(text)
+    for name in sorted(names, key=len, reverse=True):
+        start = text.find(name)
+        while start >= 0:
+            end = start + len(name)
+            if not any(taken[start:end]):
+                taken[start:end] = [True] * len(name)
+                spans.add((name, names[name]))
+            start = text.find(name, start + 1)
+    return spans
+
 
 # ------------------------------------------------------------------------ parsing
 def _rows(text: str, name: str, width: int) -> Iterable[tuple[int, list[str]]]:
