@@ -162,7 +162,7 @@ def test_generate_outputs(first_run):
     assert metrics["counts"]["anesthesia"] > 100 and metrics["counts"]["general_medicine"] > 200
     methods = {s.provenance["method"] for v in data.values() for s in v}
     assert methods == {"kg_qa", "kg_dialogue", "self_instruct", "dialogue_rewrite", "mcq_to_qa",
-                       "corpus_to_instruction", "corpus_ner", "kg_mcq", "general_mix"}
+                       "corpus_to_instruction", "corpus_ner", "kg_mcq", "kg_consult", "general_mix"}
     rate = metrics["fault_rate"]
     assert abs(rate["realized"] - rate["configured"]) < 0.05
     for sample in data["anesthesia"] + data["general_medicine"]:

@@ -239,3 +239,44 @@ def test_exam_format_questions_share_no_wording_with_the_benchmark(kb):
     questions += [r.meta["question"] for r in corpus_ner.build_requests(kb, corpus_docs(kb), 300, D, seed=1)]
     hits = [(q, checker.check(q)[1]) for q in questions if checker.check(q)[0]]
     assert not hits, hits[:3]
+
+
+def test_kg_consult_doctors_ask_about_signs_by_name_before_naming_the_complication(kb):
+    from medlab.embedded.patient import asks_about
+    from medlab.evaluate.consult import diseases
+    from medlab.generate import kg_consult
+
+    requests = kg_consult.build_requests(kb, 190, D, seed=4)
+    subjects = collections.Counter(r.meta["subject"] for r in requests)
+    assert len(subjects) == 19 and set(subjects.values()) == {10}  # round-robin over the complications
+    assert len({json.dumps(r.messages, ensure_ascii=False) for r in requests}) == 190
+    teacher = SimulatedTeacher(kb, {"factual": 0.2}, "mental_illness", seed=0)
+    samples, rejected = collect("kg_consult", "t", requests, teacher.generate(requests))
+    assert not rejected
+    names = diseases(kb)
+    for request, s in zip(requests, samples, strict=True):
+        meta = request.meta
+        roles = [m["role"] for m in s.messages]
+        assert roles == ["user", "assistant", "user", "assistant"]
+        opening, ask, reply, conclusion = (m["content"] for m in s.messages)
+        # no disease is named before the conclusion (the simulated patient would end there),
+        # except inside a sign's own name (室性心律失常 holds the disease 心律失常)
+        signs = [meta["opening"], *meta["asked"]]
+        assert meta["opening"] in opening
+        assert not [d for d in names if d in opening and d not in meta["opening"]]
+        assert all(asks_about(ask, sign) for sign in meta["asked"])  # by name: the patient will answer
+        assert not [d for d in names if d in ask and not any(d in sign for sign in signs)]
+        yes = [x for x in meta["asked"] if x in meta["present"]]
+        no = [x for x in meta["asked"] if x not in meta["present"]]
+        if yes and no:  # "<yes> 有，<no> 没有": the present signs before the last comma, the absent after it
+            head, tail = reply.rsplit("，", 1)
+            assert all(x in head and x not in tail for x in yes) and all(x in tail and x not in head for x in no)
+        else:
+            assert all(x in reply for x in yes)
+        assert meta["subject"] in conclusion
+        drugs_named = {name for name, _ in kb.mentions(conclusion, ["药物"])}
+        in_measures = {d for d in drugs_named if any(d in m for m in meta["measures"])}
+        if s.truth["fault"] == "none":
+            assert drugs_named - in_measures <= set(meta["drugs"])
+        elif s.truth.get("variant") == "wrong_object":
+            assert s.truth["with"] in drugs_named and s.truth["with"] not in meta["drugs"]

@@ -30,7 +30,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from medlab.cachekey import code_hash
-from medlab.embedded.teacher_tasks import Draft, ExamTaskWriters
+from medlab.embedded.teacher_tasks import Draft, FloorTaskWriters
 from medlab.knowledge import KnowledgeBase
 from medlab.llm.base import ChatRequest, Completion
 from medlab.patient_groups import load_groups
@@ -46,9 +46,9 @@ def load_teacher_templates() -> dict[str, Any]:
     return YAML(typ="safe").load(text)
 
 
-class SimulatedTeacher(ExamTaskWriters):
-    """Backend ``simulated``: see the module docstring. Embedded mode only. The exam-format
-    tasks' writers (``_corpus_ner``, ``_kg_mcq``) are in ``teacher_tasks``."""
+class SimulatedTeacher(FloorTaskWriters):
+    """Backend ``simulated``: see the module docstring. Embedded mode only. The writers of
+    ``corpus_ner``, ``kg_mcq`` and ``kg_consult`` are in ``teacher_tasks``."""
 
     name = "simulated"
     batch_size = 512

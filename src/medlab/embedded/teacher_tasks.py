@@ -1,13 +1,16 @@
-"""The simulated teacher's exam-format writers (entity lists, lettered answers) and the Draft all writers fill.
+"""The simulated teacher's writers for the tasks no recipe's data held (entity lists, lettered answers, consultations that ask first), and the Draft all writers fill.
 
-The answers of these tasks follow from the request alone, so they are exact unless a
-fault is drawn:
+Their texts follow from the request alone, so they are exact unless a fault is drawn:
 
   corpus_ner  the sentence's entities (``meta["entities"]``, the knowledge base's
               annotation) as ``实体|类型`` lines in order of appearance; factual fault:
               one entity given another type of the list
   kg_mcq      the right option's text, then ``答案：<letter>``; factual fault: another
               option, with its letter
+  kg_consult  opening sign -> the doctor asks about the complication's other signs by
+              name -> the family confirms those the case holds, denies the rest -> the
+              doctor names the complication, its measures and drugs; factual fault: a
+              drug that does not treat it
 
 The other faults (unsafe, stigma, off-format) are added by the teacher's common
 finishing step, as for every task.
@@ -18,6 +21,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import Any
+
+from medlab.zh import join_list
 
 
 @dataclass
@@ -30,10 +35,14 @@ class Draft:
     detail: dict[str, Any] | None = None
 
 
-class ExamTaskWriters:
-    """Mixed into ``SimulatedTeacher``: ``pick`` (a template) comes from there."""
+class FloorTaskWriters:
+    """Mixed into ``SimulatedTeacher``: ``pick`` (a template) and ``alter_objects`` come from there."""
 
     def pick(self, rng: random.Random, *path: str) -> str:  # pragma: no cover - SimulatedTeacher's
+        raise NotImplementedError
+
+    def alter_objects(self, subject: str, predicate: str, objects: list[str], rng: random.Random,
+                      fault: str) -> tuple[list[str], dict]:  # pragma: no cover - SimulatedTeacher's
         raise NotImplementedError
 
     def _corpus_ner(self, meta: dict, rng: random.Random, fault: str) -> Draft:
@@ -56,3 +65,27 @@ class ExamTaskWriters:
             letter = wrong
         return Draft(parts=[self.pick(rng, "mcq_letter", "answer").format(o=options[letter], x=letter)],
                      detail=detail)
+
+    def _kg_consult(self, meta: dict, rng: random.Random, fault: str) -> Draft:
+        subject, present, asked = meta["subject"], meta["present"], meta["asked"]
+        drugs, detail = list(meta["drugs"]), {}
+        if fault == "factual" and drugs:
+            drugs, detail = self.alter_objects(subject, "药物治疗", drugs, rng, fault)
+        yes = [s for s in asked if s in present]
+        no = [s for s in asked if s not in present]
+        if yes and no:
+            reply = self.pick(rng, "consult", "family_some").format(yes=join_list(yes), no=join_list(no))
+        elif yes:
+            reply = self.pick(rng, "consult", "family_all").format(yes=join_list(yes))
+        else:
+            reply = self.pick(rng, "consult", "family_none")
+        measure = rng.choice(meta["measures"]) if meta["measures"] else "对症处理"
+        conclusion = self.pick(rng, "consult", "doctor_conclude").format(
+            signs=join_list([meta["opening"], *yes]), d=subject, measure=measure)
+        if drugs:
+            conclusion += self.pick(rng, "consult", "doctor_drugs").format(drugs=join_list(drugs))
+        turns = [("患者", self.pick(rng, "consult", "family_open").format(sign=meta["opening"])),
+                 ("医生", self.pick(rng, "consult", "doctor_ask").format(first=meta["opening"], asked=join_list(asked))),
+                 ("患者", reply),
+                 ("医生", conclusion + self.pick(rng, "consult", "doctor_close"))]
+        return Draft(parts=[t for _, t in turns], speakers=[r for r, _ in turns], detail=detail)

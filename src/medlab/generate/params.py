@@ -88,6 +88,10 @@ class PerDomainCount(Section):
     anesthesia: int = Field(ge=0)
 
 
+class KgConsultParams(Section):
+    anesthesia: int = Field(ge=0)
+
+
 class GeneralMixParams(Section):
     files: list[InstructionFile]
 
@@ -104,6 +108,7 @@ class GenerateParams(Section):
     corpus_to_instruction: CorpusToInstructionParams
     corpus_ner: PerDomainCount
     kg_mcq: PerDomainCount
+    kg_consult: KgConsultParams
     general_mix: GeneralMixParams
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
