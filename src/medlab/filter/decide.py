@@ -24,10 +24,10 @@ def judge_cutoffs(judged: Iterable[Sample], scores: Mapping[str, float], prose: 
     """(cut-offs per group ``{"score", "prose"}``, sample id -> ``judge`` | ``judge:prose``)
     for the ``judge`` params section (mode, keep_quantile, keep_quantile_prose, threshold,
     own_cutoff_methods). A group is a domain, or ``<domain>/<method>`` for a method of
-    ``own_cutoff_methods``: answers in a format the judge never saw (``答案：B``,
-    ``丙泊酚|药物``) score low whatever they say, so cut with the prose answers they would
-    fill its bottom quantile; cut alone, they keep the same share and the prose answers'
-    cut-offs do not move. A group with no scored answer gets no cut-off; the prose
+    ``own_cutoff_methods``: answers whose scores are not comparable with a one-fact
+    answer's (a consultation's last turn states several claims, so its worst claim sits
+    lower) would fill the bottom quantile if cut with the rest; cut alone, they keep the
+    same share and the other answers' cut-offs do not move. A group with no scored answer gets no cut-off; the prose
     cut-off is None in threshold mode or without prose scores."""
     judged = list(judged)
     own = set(getattr(judge, "own_cutoff_methods", ()) or ())
