@@ -340,8 +340,9 @@ def test_the_floor_check_names_tasks_no_model_lifts_and_why():
     # letters that parse but land at chance: the reason counts only the models that give a letter
     metrics["a"]["anesthesia_mcq"]["scorings"] |= {
         "generation": {"acc": 0.24, "acc_ci": [0.16, 0.33], "chance": 0.25, "no_answer_rate": 0.0},
-        "letter": {"acc": 0.26}}
+        "letter": {"acc": 0.26}, "cloze": {"acc": 0.6}}
     reason = floor_check(metrics)["MCQ by generation"]["reason"]
     assert reason == ("the 1 model whose answers hold a letter (no answer 0%) picks the right one 0.24 of the time, "
                       "every CI includes chance 0.25; their letter scoring (log-likelihood of each letter after the "
-                      "options) gives 0.26")
+                      "options) gives 0.26, their cloze scoring (each option's text, no letters) 0.60: they know "
+                      "answers they cannot point to by letter")

@@ -99,6 +99,15 @@ def test_the_stage_table_and_the_repro_time_come_from_the_recorded_run(tmp_path)
     diff = readme.update(root, check=True)
     assert "takes 1,234.0 minutes" in diff or "takes 1234.0 minutes" in diff
     assert "| 72.0 min |" in diff  # pretrain's row
+    # the record says which params.yaml it timed: the README says so when today's differs
+    import hashlib
+
+    record["params_sha256"] = hashlib.sha256((root / "params.yaml").read_bytes()).hexdigest()[:16]
+    path.write_text(json.dumps(record))
+    assert "has not been timed from empty caches" not in readme.render_block(root, "times")
+    record["params_sha256"] = "0" * 16
+    path.write_text(json.dumps(record))
+    assert "has not been timed from empty caches yet" in readme.render_block(root, "times")
     path.unlink()
     with pytest.raises(ReportError, match="repro_default.json"):
         readme.update(root, check=True)

@@ -16,19 +16,25 @@ def _span(values: Sequence[float], fmt: str) -> str:
 def generation_floor_reason(generation: Mapping[str, Mapping], metrics: Mapping[str, Mapping]) -> str:
     """Why generation-mode MCQ is at chance: no letter in the answers, or -- for the models
     whose answers do hold one (no answer under half the time) -- letters at chance, with the
-    same models' letter scoring (log-likelihood of each letter) beside it."""
+    same models' letter scoring (log-likelihood of each letter) and cloze scoring (the
+    option texts alone) beside it: knowing the answer is not the same as naming its letter."""
     answering = {m: g for m, g in generation.items() if g["no_answer_rate"] < 0.5}
     if not answering:
         return f"{_span([g['no_answer_rate'] for g in generation.values()], '.0%')} of the answers hold no parseable letter"
     chance = next(iter(generation.values()))["chance"]
-    letters = [metrics[m]["anesthesia_mcq"]["scorings"]["letter"]["acc"] for m in answering
-               if "letter" in metrics[m]["anesthesia_mcq"].get("scorings", {})]
+    def scoring(name: str) -> list[float]:
+        return [metrics[m]["anesthesia_mcq"]["scorings"][name]["acc"] for m in answering
+                if name in metrics[m]["anesthesia_mcq"].get("scorings", {})]
+
+    letters, cloze = scoring("letter"), scoring("cloze")
     n = len(answering)
     return (f"the {n} model{'s' if n > 1 else ''} whose answers hold a letter (no answer "
             f"{_span([g['no_answer_rate'] for g in answering.values()], '.0%')}) pick{'' if n > 1 else 's'} the right one "
             f"{_span([g['acc'] for g in answering.values()], '.2f')} of the time, every CI includes chance "
             f"{chance:.2f}" + (f"; their letter scoring (log-likelihood of each letter after the options) gives "
-                                f"{_span(letters, '.2f')}" if letters else ""))
+                                f"{_span(letters, '.2f')}" if letters else "")
+            + (f", their cloze scoring (each option's text, no letters) {_span(cloze, '.2f')}: they know answers "
+               "they cannot point to by letter" if cloze and letters and min(cloze) > max(letters) else ""))
 
 
 def floor_check(metrics: Mapping[str, Mapping]) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -253,7 +254,10 @@ def times_context(root: Path) -> dict:
         found = pick(smoke, stage)
         return _seconds(found) if found else "–"
 
-    return {"repro": repro, "default": default, "smoke": smoke_time}
+    # a record made on another params.yaml times another pipeline (other data sizes, seeds)
+    current = hashlib.sha256((Path(root) / "params.yaml").read_bytes()).hexdigest()[:16]
+    return {"repro": repro, "repro_current": repro.get("params_sha256") == current, "default": default,
+            "smoke": smoke_time}
 
 
 def render_block(root: Path, name: str = "results") -> str:
