@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,22 @@ def family(request, family_dirs):
 # out in collection order, two to each worker first: the two longest end-to-end modules
 # go first so they run side by side on different workers, the rest fill in around them.
 LONGEST_FIRST = ("test_e2e.py", "test_e2e_real.py")
+
+
+# `.ci/run` sets MEDLAB_TEST_RECORD to benchmarks/results/make_test.json: a passing run writes
+# its counts and test time there, and README's `make test` sentence is rendered from it.
+RECORD = os.environ.get("MEDLAB_TEST_RECORD")
+STARTED = time.monotonic()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not RECORD or hasattr(config, "workerinput") or exitstatus != 0:
+        return
+    counts = {k: len(terminalreporter.stats.get(k, [])) for k in ("passed", "skipped", "failed", "error")}
+    record = {"date": date.today().isoformat(), "cpus": os.cpu_count(), "tests_s": round(time.monotonic() - STARTED, 1),
+              "workers": config.getoption("numprocesses", None) or 1, **counts}
+    Path(RECORD).parent.mkdir(parents=True, exist_ok=True)
+    Path(RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -28,8 +28,9 @@ from medlab.report.site import ReportError, environment, num, read_json
 
 BEGIN = "<!-- results: written by `make readme` from reports/metrics/, params.yaml and benchmarks/results/; do not edit by hand -->"
 END = "<!-- /results -->"
-# Two more generated blocks: how long `make repro` takes, and the stage table with its times
-# (benchmarks/results/repro_default.json, written by `make repro`; stage_times_smoke.json).
+# Two more generated blocks: how long `make repro` and `make test` take, and the stage table with
+# its times (benchmarks/results/repro_default.json, written by `make repro`; make_test.json, by
+# .ci/run; stage_times_smoke.json).
 BLOCKS = {
     "results": (BEGIN, END, "readme_results.md.j2"),
     "times": ("<!-- times: written by `make readme` from benchmarks/results/; do not edit by hand -->",
@@ -256,8 +257,10 @@ def times_context(root: Path) -> dict:
 
     # a record made on another params.yaml times another pipeline (other data sizes, seeds)
     current = hashlib.sha256((Path(root) / "params.yaml").read_bytes()).hexdigest()[:16]
+    tests_path = Path(root) / "benchmarks" / "results" / "make_test.json"
+    tests = json.loads(tests_path.read_text()) if tests_path.is_file() else None  # written by .ci/run
     return {"repro": repro, "repro_current": repro.get("params_sha256") == current, "default": default,
-            "smoke": smoke_time}
+            "smoke": smoke_time, "tests": tests}
 
 
 def render_block(root: Path, name: str = "results") -> str:
