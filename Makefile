@@ -51,7 +51,7 @@ readme: $(STAMP)
 	$(BIN)/python -m medlab.report.readme
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks
