@@ -55,19 +55,24 @@ def test_papermill_parameters_are_declared(name):
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
-def test_stage_uses_the_fixed_papermill_flags_and_renders_html(name):
+def test_stage_runs_its_notebook_with_the_fixed_settings_and_renders_html(name):
     cmd = command(STAGES[name])
-    assert "${pm}" in cmd and "${html}" in cmd
+    assert cmd.startswith("${run} "), f"{name}: run the notebook with ${{run}} (medlab.stages.execute)"
     stem = notebook_of(STAGES[name]).stem + ("_${key}" if name in FANNED else "")
     outs = [o if isinstance(o, str) else next(iter(o)) for o in STAGES[name]["outs"]]
     assert f"reports/notebooks/{stem}.ipynb" in outs and f"reports/html/{stem}.html" in outs
 
 
-def test_papermill_flags():
-    pm = next(v["pm"] for v in DVC["vars"] if "pm" in v)
-    assert "mkdir -p reports/notebooks" in pm
-    for flag in ("-k python3", "--cwd notebooks", "--log-output"):
-        assert flag in pm
+def test_the_runner_keeps_papermills_fixed_settings():
+    """One process per stage (medlab.stages.execute) with the papermill CLI's fixed flags:
+    ``-k python3 --cwd notebooks --log-output``, HTML as ``nbconvert --no-input``."""
+    from medlab.stages import execute
+
+    run = next(v["run"] for v in DVC["vars"] if "run" in v)
+    assert run == "python -m medlab.stages.execute"
+    assert (execute.KERNEL, execute.CWD, str(execute.HTML_DIR)) == ("python3", "notebooks", "reports/html")
+    source = Path(execute.__file__).read_text(encoding="utf-8")
+    assert "log_output=True" in source and "exclude_input=True" in source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -180,6 +185,8 @@ def required_sources(stage: dict) -> set[str]:
     sections = {key.split(".")[0] for key in stage.get("params", [])}
     owners = {f"medlab.{s}.params" for s in sections} | {f"medlab.embedded.{s}.params" for s in sections}
     start = notebook_imports(ROOT / notebook_of(stage), known)
+    if "${run}" in command(stage):  # the command runs medlab.stages.execute (it validates params.yaml first)
+        start |= {"medlab.stages.execute", "medlab.config"}
     if start & loader:
         start = (start - loader) | {"medlab.config", "medlab.section"} | (owners & set(known))
     names = closure(start, known, skip=loader)

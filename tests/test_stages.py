@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +182,64 @@ def test_a_probe_caches_each_scale_and_readout_and_probes_further_seeds_on_the_c
     again.run_scale(cf)
     again.run_seeds()
     assert again.store.computed == [] and len(again.store.reused) == 2 and again.metrics() == metrics
+
+
+def notebook(*sources: str) -> dict:
+    """A notebook of a parameters cell (tagged) and code cells."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(sources[0], metadata={"tags": ["parameters"]}),
+                *(nbformat.v4.new_code_cell(s) for s in sources[1:])]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_the_stage_runner_is_the_papermill_and_nbconvert_commands_in_one_process(root, tmp_path):
+    """``python -m medlab.stages.execute``: params.yaml validated first, the notebook run
+    in notebooks/ with the selectors given, its HTML byte-identical to ``jupyter nbconvert
+    --to html --no-input``; a failing cell: exit 1 naming the cell and the error, the
+    executed copy kept with the traceback."""
+    import subprocess
+    import sys
+
+    import nbformat
+    from helpers.workspace import pipeline_env
+
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    shutil.copy(root / "params.yaml", project / "params.yaml")
+    (project / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
+    (project / "samples").symlink_to(root / "samples")  # the files params.yaml names
+    (project / "ratings").mkdir()
+    nbformat.write(notebook('recipe = "none"', "import os\nprint('ran', recipe, os.path.basename(os.getcwd()))",
+                            "print(1 / int(recipe != 'zero'))"), project / "notebooks" / "00_try.ipynb")
+    env = {**pipeline_env(), "PYTHONPATH": str(root / "src")}
+
+    def execute(*args):
+        return subprocess.run([sys.executable, "-m", "medlab.stages.execute", "notebooks/00_try.ipynb",
+                               "reports/notebooks/00_try.ipynb", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    done = execute("-p", "recipe", "one")
+    assert done.returncode == 0, done.stderr
+    assert "ran one notebooks" in done.stderr  # the selector reached the cell, which ran in notebooks/
+    html = project / "reports" / "html" / "00_try.html"
+    by_cli = tmp_path / "cli"
+    subprocess.run([str(Path(sys.executable).parent / "jupyter"), "nbconvert", "--log-level", "WARN",
+                    "--to", "html", "--no-input", "--output-dir", str(by_cli),
+                    str(project / "reports" / "notebooks" / "00_try.ipynb")], check=True, env=env,
+                   capture_output=True)
+    assert html.read_bytes() == (by_cli / "00_try.html").read_bytes()
+
+    done = execute("-p", "recipe", "zero")
+    assert done.returncode == 1
+    assert "cell 4 failed: ZeroDivisionError" in done.stderr  # cell 2 is papermill's injected parameters
+    assert "1 / int(recipe != 'zero')" in done.stderr  # the traceback, as the papermill CLI prints it
+    executed = nbformat.read(project / "reports" / "notebooks" / "00_try.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[-1]["ename"] == "ZeroDivisionError"
+
+    (project / "params.yaml").write_text((root / "params.yaml").read_text(encoding="utf-8")
+                                         .replace("seed: 1234", "sed: 1234", 1), encoding="utf-8")
+    done = execute()
+    assert done.returncode == 2 and "sed" in done.stderr and "ran" not in done.stderr

@@ -1,6 +1,7 @@
 """The stages as the notebooks call them: ``start`` (every notebook's set-up, one call) and,
 where a stage runs many steps, its steps over the tested functions of its package
-(``stages.evaluate``, ``stages.probe``, ``stages.compare``). The top of the import graph: it may import any
+(``stages.evaluate``, ``stages.probe``, ``stages.compare``); and how DVC runs a stage's notebook
+(``stages.execute``: params checked, papermill, HTML, one process). The top of the import graph: it may import any
 package and reads params.yaml, like a ``__main__`` module; no library module imports it.
 
 ``ROOT, P, cfg, timer = start("evaluate", model)`` validates the whole params.yaml (a typo
