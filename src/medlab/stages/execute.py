@@ -10,8 +10,9 @@ with the same fixed settings (kernel ``python3``, working directory ``notebooks/
 output streamed to the log line by line, HTML without code and prompts). Each command
 paid its own interpreter start and imports: ~0.5 s, ~2.0 s and ~2.3 s on 2 cores, and
 a stage's fixed cost was 9-20 s (benchmarks/results/stage_times_smoke.json). Here they
-are paid once (``python benchmarks/stage_runner.py`` measures both side by side). The
-notebook still runs in its own fresh kernel, as under the papermill CLI.
+are paid once, and papermill's import without its 1.1 s IRI grammar (below): 3.6 s less
+per stage, ratio 0.50-0.56 on 2 cores (``python benchmarks/stage_runner.py`` measures both
+side by side). The notebook still runs in its own fresh kernel, as under the papermill CLI.
 
 Hyper-parameters never come through ``-p``: the parameters cell holds selectors only
 (``recipe``, ``model``); notebooks read params.yaml themselves (DESIGN.md).
@@ -67,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.notebook}: no such notebook", file=sys.stderr)
         return 2
 
+    # nbformat validates notebooks with jsonschema, whose format checkers import
+    # rfc3987_syntax if installed (jupyter-events wants it); that module compiles ~35 Lark
+    # parsers at import: 1.1 of papermill's 1.45 s import on 2 cores, every stage. No
+    # notebook schema uses the `iri` formats it checks, so this process goes without it
+    # (upstream: python-jsonschema/jsonschema#1428, jupyter/nbformat#420).
+    sys.modules.setdefault("rfc3987_syntax", None)  # `import rfc3987_syntax` -> ImportError, skipped
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
