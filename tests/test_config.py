@@ -343,3 +343,15 @@ def test_human_evaluation_names_known_models_a_known_task_and_a_sane_overlap(roo
     assert "blind.raters.1: 'dr smith': rater ids are letters, digits, _ and -" in error_of(path, root)
     path = write_variant(tmp_path, root, "  ratings_dir: ratings", "  ratings_dir: returned")
     assert "unblind.ratings_dir:" in error_of(path, root) and "returned is not a folder" in error_of(path, root)
+
+
+def test_a_misspelt_generation_method_is_named_with_its_line(root, tmp_path):
+    """A method name that is not one would select nothing (a training set without its part)
+    or fall back silently (the judge's pooled cut-off): an error naming file, line and key."""
+    path = write_variant(tmp_path, root, "own_cutoff_methods: [corpus_ner, kg_mcq, kg_consult]",
+                         "own_cutoff_methods: [corpus_ner, kg_mcq, kg_consul]")
+    error = error_of(path, root)
+    assert f"params.yaml:{line_of(path, 'own_cutoff_methods:')}: filter.judge.own_cutoff_methods.2: " \
+           "unknown generation method 'kg_consul'" in error and "kg_consult" in error
+    path = write_variant(tmp_path, root, "methods: [corpus_to_instruction]", "methods: [corpus_to_instructions]")
+    assert "finetune.datasets.corpus_instructions.0.methods.0: unknown generation method" in error_of(path, root)

@@ -94,6 +94,22 @@ def test_fingerprint_follows_content_not_mtime(tmp_path, family_dirs):
     assert fingerprint("Qwen/Qwen2.5-7B-Instruct", "abc123") == "Qwen/Qwen2.5-7B-Instruct@abc123"
 
 
+def test_a_recipes_adapters_count_and_its_further_seeds_adapters_do_not(tmp_path):
+    """A LoRA recipe kept unmerged (merge: false) is its stage adapters: each one's bytes are
+    in the fingerprint; a further seed's copy (seeds/s<seed>/) is another model, and
+    retraining it leaves the first seed's cached results valid."""
+    recipe = tmp_path / "recipe"
+    for stage in ("0_general", "seeds/s1235/0_general"):
+        (recipe / stage).mkdir(parents=True)
+        (recipe / stage / "adapter_model.safetensors").write_bytes(b"adapter " + stage.encode())
+    (recipe / "config.json").write_text("{}")
+    first = fingerprint(recipe)
+    (recipe / "seeds/s1235/0_general/adapter_model.safetensors").write_bytes(b"retrained")
+    assert fingerprint(recipe) == first
+    (recipe / "0_general/adapter_model.safetensors").write_bytes(b"retrained")
+    assert fingerprint(recipe) != first
+
+
 def test_a_saved_tokenizer_does_not_depend_on_how_it_was_loaded(tmp_path, family_dirs):
     """Loaded offline (HF_HUB_OFFLINE=1 passes local_files_only=True) or not, the tokenizer a
     stage publishes is byte-identical: a model's DVC hash must not depend on the environment."""

@@ -294,6 +294,8 @@ def fingerprint(name_or_path: str | Path, revision: str = "main") -> str:
         elif file.name.endswith(WEIGHT_SUFFIXES):
             parts.append(f"{file.name}:{file_hash(file)}")
     for file in sorted(p for p in path.rglob("adapter_model.safetensors") if p.parent != path):
+        if file.relative_to(path).parts[0] == "seeds":  # a further seed's copy is another model
+            continue
         parts.append(f"{file.relative_to(path)}:{file_hash(file)}")  # a recipe's stage adapters
     if (path / ADAPTER_POINTER).is_file():
         base = (path / json.loads((path / ADAPTER_POINTER).read_text())["base_model"]).resolve()

@@ -97,7 +97,23 @@ class Params(Section):
         if (why := seed_problem(self)) is not None:
             out.append((("finetune", "seeds", 0), why))
         out += [(("evaluate", "models", name), why) for name, why in unknown_recipe_models(self)]
+        out += unknown_methods(self)
         return out + compare_problems(self) + human_problems(self)
+
+
+def unknown_methods(params: Params) -> list[tuple[tuple, str]]:
+    """Keys naming a generation method that is not one: a misspelt name would select nothing
+    (a training set without its part) or fall back silently (the pooled judge cut-off)."""
+    known = params.generate.methods()
+    named = [(("filter", "judge", "own_cutoff_methods", k), name)
+             for k, name in enumerate(params.filter.judge.own_cutoff_methods)]
+    for dataset, parts in params.finetune.datasets.items():
+        for i, part in enumerate(parts):
+            for key in ("methods", "exclude_methods"):
+                named += [(("finetune", "datasets", dataset, i, key, k), name)
+                          for k, name in enumerate(getattr(part, key) or [])]
+    return [(loc, f"unknown generation method {name!r} (known: {', '.join(known)})")
+            for loc, name in named if name not in known]
 
 
 # ------------------------------------------------------------------------ loading

@@ -111,6 +111,11 @@ class GenerateParams(Section):
     kg_consult: KgConsultParams
     general_mix: GeneralMixParams
 
+    @classmethod
+    def methods(cls) -> list[str]:
+        """The generation methods (each a section here, its name the records' ``method``)."""
+        return [name for name in cls.model_fields if name not in ("teacher", "decoding", "cache")]
+
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         out: list[tuple[tuple, str]] = [(("teacher", *loc), m) for loc, m in self.teacher.problems(root)]
         if not (root / self.self_instruct.seed_file).is_file():
