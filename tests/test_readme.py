@@ -103,11 +103,17 @@ def test_the_stage_table_and_the_repro_time_come_from_the_recorded_run(tmp_path)
     assert "takes 1,234.0 minutes" in diff or "takes 1234.0 minutes" in diff
     assert "| 72.0 min |" in diff  # pretrain's row
     # the record says which params.yaml it timed: the README says so when today's differs
-    import hashlib
+    from medlab.report.repro_time import params_digest
 
-    record["params_sha256"] = hashlib.sha256((root / "params.yaml").read_bytes()).hexdigest()[:16]
+    record["params_sha256"] = params_digest(root)
     path.write_text(json.dumps(record))
     assert "has not been timed from empty caches" not in readme.render_block(root, "times")
+    params = root / "params.yaml"  # a comment edit times the same pipeline; a value edit another one
+    params.write_text(params.read_text(encoding="utf-8").replace("\n", "  # edited\n", 1), encoding="utf-8")
+    assert "has not been timed from empty caches" not in readme.render_block(root, "times")
+    params.write_text(params.read_text(encoding="utf-8").replace("seed: 1234", "seed: 1235", 1), encoding="utf-8")
+    assert "has not been timed from empty caches yet" in readme.render_block(root, "times")
+    params.write_text(params.read_text(encoding="utf-8").replace("seed: 1235", "seed: 1234", 1), encoding="utf-8")
     record["params_sha256"] = "0" * 16
     path.write_text(json.dumps(record))
     assert "has not been timed from empty caches yet" in readme.render_block(root, "times")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from medlab.records import atomic_write_text
+from medlab.report.repro_time import params_digest
 from medlab.report.site import ReportError, environment, num, read_json
 
 BEGIN = "<!-- results: written by `make readme` from reports/metrics/, params.yaml and benchmarks/results/; do not edit by hand -->"
@@ -256,7 +256,7 @@ def times_context(root: Path) -> dict:
         return _seconds(found) if found else "–"
 
     # a record made on another params.yaml times another pipeline (other data sizes, seeds)
-    current = hashlib.sha256((Path(root) / "params.yaml").read_bytes()).hexdigest()[:16]
+    current = params_digest(root)
     tests_path = Path(root) / "benchmarks" / "results" / "make_test.json"
     tests = json.loads(tests_path.read_text()) if tests_path.is_file() else None  # written by .ci/run
     return {"repro": repro, "repro_current": repro.get("params_sha256") == current, "default": default,

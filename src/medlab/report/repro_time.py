@@ -9,7 +9,8 @@ stage of ``dvc.yaml`` ran and none took finished work of an earlier run from med
 caches (``reused_from_earlier``: an all-stages-changed run after a notebook edit reuses
 trained models and scored tasks), the
 total wall time and each stage's notebook time go to ``benchmarks/results/repro_default.json``
-(with the machine, the date and the params.yaml digest); any other run is printed, not
+(with the machine, the date and ``params_digest``: what params.yaml says, not how -- a
+comment edit leaves it as it was); any other run is printed, not
 recorded, because its total says nothing about the pipeline's cost. The gap
 between the total and the sum of notebook times is DVC, kernel start-up and HTML rendering.
 """
@@ -28,6 +29,15 @@ from pathlib import Path
 
 from medlab.paths import project_root
 from medlab.records import write_json
+
+
+def params_digest(root: Path) -> str:
+    """sha256 (16 hex digits) of params.yaml's values as DVC and the stages read them (YAML
+    1.2, keys sorted): a comment or layout edit changes no run, so it keeps the digest."""
+    from ruamel.yaml import YAML
+
+    values = YAML(typ="safe").load((Path(root) / "params.yaml").read_text(encoding="utf-8"))
+    return hashlib.sha256(json.dumps(values, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 RECORD = Path("benchmarks") / "results" / "repro_default.json"
 
@@ -83,7 +93,7 @@ def record(root: Path, since: float, wall: float, command: str = "dvc repro") ->
     result = {"command": command, "wall_s": round(wall, 1), "notebooks_s": round(sum(ran.values()), 1), "stages": ran,
               "cpus": os.cpu_count(), "platform": platform.platform(),
               "date": datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d"),
-              "params_sha256": hashlib.sha256((root / "params.yaml").read_bytes()).hexdigest()[:16]}
+              "params_sha256": params_digest(root)}
     write_json(root / RECORD, result)
     print(f"recorded in {RECORD}")
     return result
