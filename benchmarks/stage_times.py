@@ -1,11 +1,11 @@
-"""Wall time of every pipeline stage, as a user sees it (DVC + papermill + nbconvert included).
+"""Wall time of every pipeline stage, as a user sees it (DVC and the stage runner included).
 
     python benchmarks/stage_times.py --profile default   # params.yaml as is
     python benchmarks/stage_times.py --profile smoke     # params.smoke.yaml applied
 
 Runs in a clean copy of the repository (tests/helpers/workspace.py), one `dvc repro -s STAGE`
-per stage in pipeline order, so each time includes the fixed cost of starting a
-kernel and rendering HTML (the "overhead" column: the stage's own notebook time is
+per stage in pipeline order, so each time includes the fixed cost of DVC, the stage runner
+(medlab.stages.execute), a kernel and the HTML (the "overhead" column: the stage's own notebook time is
 read from reports/timing/<stage>.json). Writes benchmarks/results/stage_times_<profile>.json.
 A measurement, not a test: numbers depend on the machine (recorded with them).
 """
