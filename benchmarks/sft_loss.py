@@ -1,12 +1,16 @@
-"""SFT loss: TRL's fused, chunked LM head vs the model's own cross-entropy, side by side.
+"""SFT loss, three ways side by side: TRL's fused, chunked LM head; the model's own
+cross-entropy over every position; the same cross-entropy with the head on answer positions only.
 
     python benchmarks/sft_loss.py [--recipe general_to_specific] [--epochs 1] [--repeats 2]
 
 The real code path (medlab.finetune.sft: packed rows, the pipeline's settings, full
 fine-tuning of models/base; run `dvc repro filter` first) trains the recipe's first SFT
-stage for ``--epochs`` twice per repeat, once per ``finetune.train.fused_loss`` (fused |
-plain), alternating, each in a fresh process. Measured: wall time of train(), steps/s,
-and the per-step training loss of both (same batches, same seed): how far apart the two
+stage for ``--epochs`` three times per repeat, alternating, each in a fresh process:
+``fused`` (``finetune.train.fused_loss: fused``), ``full`` (``plain`` with
+``PlainLossSFTTrainer.answer_only = False``: the model's loss over the full logits, the
+pipeline's path until stop 30) and ``plain`` (the pipeline's ``auto`` for a small
+vocabulary: the head on answer positions only). Measured: wall time of train(), steps/s,
+and the per-step training loss of each (same batches, same seed): how far apart the
 losses are is float rounding of the same quantity, not a different objective.
 Writes benchmarks/results/sft_loss.json. A measurement, not a test.
 """
@@ -24,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-LOSSES = ("fused", "plain")
+LOSSES = ("fused", "full", "plain")
 
 
 def one_run(loss: str, recipe: str, epochs: float, out_dir: Path) -> dict:
@@ -49,11 +53,12 @@ def one_run(loss: str, recipe: str, epochs: float, out_dir: Path) -> dict:
     config.save_strategy = "no"
     config.logging_steps = 1  # every step's loss, to compare the two
     trainer = make_sft_trainer(model, tokenizer, rows, config, data_collator=sft_collator(ft.train.packing, tokenizer),
-                               fused_loss=loss)
+                               fused_loss="plain" if loss == "full" else loss)
+    trainer.answer_only = loss == "plain"
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
-    return {"loss": loss, "fused": use_fused_loss(loss, model), "steps": result.global_step,
+    return {"loss": loss, "fused": use_fused_loss("plain" if loss == "full" else loss, model), "steps": result.global_step,
             "seconds": round(seconds, 2), "steps_per_s": round(result.global_step / seconds, 3),
             "vocabulary": model.get_output_embeddings().weight.shape[0],
             "step_losses": [round(h["loss"], 5) for h in trainer.state.log_history if "loss" in h]}
@@ -63,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="general_to_specific", help="its first SFT stage is trained")
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating fused/plain runs per loss")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating fused/full/plain runs per loss")
     parser.add_argument("--one", choices=LOSSES, help=argparse.SUPPRESS)  # internal: run one here
     parser.add_argument("--scratch", default=str(ROOT / ".cache" / "medlab" / "bench_sft_loss"))
     args = parser.parse_args()
@@ -84,13 +89,19 @@ def main() -> None:
             print(f"{loss:>5} (repeat {repeat}): {r['steps']} steps in {r['seconds']:.1f} s "
                   f"({r['steps_per_s']:.2f} steps/s) · final loss {r['step_losses'][-1]:.4f}", flush=True)
     best = {loss: min(r["seconds"] for r in runs if r["loss"] == loss) for loss in LOSSES}
-    fused, plain = (next(r for r in runs if r["loss"] == x) for x in LOSSES)
-    gaps = [abs(a - b) for a, b in zip(fused["step_losses"], plain["step_losses"], strict=True)]
-    summary = {"plain_speedup": round(best["fused"] / best["plain"], 2),
-               "best_seconds": best, "max_step_loss_gap": round(max(gaps), 5),
-               "first_step_loss_gap": round(gaps[0], 6)}
-    print(f"plain loss: {summary['plain_speedup']:.2f}x faster (best of {args.repeats}: {best['fused']:.1f} s vs "
-          f"{best['plain']:.1f} s) · per-step loss gap: first step {gaps[0]:.2e}, largest {max(gaps):.2e}")
+    first = {x: next(r for r in runs if r["loss"] == x) for x in LOSSES}
+
+    def gap(a: str, b: str) -> float:
+        return max(abs(x - y) for x, y in zip(first[a]["step_losses"], first[b]["step_losses"], strict=True))
+
+    summary = {"plain_vs_fused_speedup": round(best["fused"] / best["plain"], 2),
+               "plain_vs_full_speedup": round(best["full"] / best["plain"], 2),
+               "best_seconds": best, "max_step_loss_gap_plain_vs_full": round(gap("plain", "full"), 6),
+               "max_step_loss_gap_plain_vs_fused": round(gap("plain", "fused"), 6)}
+    print(f"answer-only plain loss (best of {args.repeats}): {best['plain']:.1f} s · full logits {best['full']:.1f} s "
+          f"({summary['plain_vs_full_speedup']:.2f}x) · fused {best['fused']:.1f} s "
+          f"({summary['plain_vs_fused_speedup']:.2f}x) · largest per-step loss gap vs full "
+          f"{summary['max_step_loss_gap_plain_vs_full']:.1e}, vs fused {summary['max_step_loss_gap_plain_vs_fused']:.1e}")
     from medlab.records import write_json
 
     write_json(HERE / "results" / "sft_loss.json",

@@ -413,6 +413,64 @@ def test_the_plain_loss_is_the_fused_loss_on_the_same_batch(tmp_path, tokenizer,
     assert torch.allclose(results["fused"][1], results["plain"][1], atol=1e-6)
 
 
+def test_the_answer_only_loss_is_the_models_own_loss_on_every_family(tmp_path, family):
+    """The plain loss applies the output layer to answer positions only: on the toy model and
+    on tiny Qwen2, Llama and Mistral models (real tokenizers and templates, packed rows) it
+    gives the model's own full-logits loss and the same gradients, alone and through the
+    trainer; with the Trainer's count over an accumulated batch it divides by that count."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from medlab.finetune.sft import answer_only_loss, answer_only_parts, make_sft_trainer
+
+    name, path = family
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    rows = pack_rows(tokenize(tok, [s.messages for s in samples("anesthesia", 24)], max_length=256), 160)
+    batch = dict(sft_collator("rows", tok)([rows[i] for i in range(min(4, len(rows)))]))
+    assert "position_ids" in batch and len(rows) < 24  # several samples share a row
+    answers = int((batch["labels"][:, 1:] != IGNORE).sum())
+    results = {}
+    for way in ("own", "answer_only", "trainer_own", "trainer_answer_only"):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(path).train()
+        assert answer_only_parts(model) is not None, name
+        if way == "own":
+            loss = model(**batch, use_cache=False).loss  # as in training (TRL turns the cache off)
+        elif way == "answer_only":
+            loss = answer_only_loss(model, batch)
+        else:
+            config = SFTConfig(output_dir=str(tmp_path / way), report_to="none", use_cpu=True, max_length=None,
+                               dataset_kwargs={"skip_prepare_dataset": True})
+            trainer = make_sft_trainer(model, tok, rows, config, data_collator=sft_collator("rows", tok),
+                                       fused_loss="plain")
+            trainer.answer_only = way == "trainer_answer_only"
+            loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        results[way] = (loss.item(), model.get_input_embeddings().weight.grad.clone())
+    for way in ("answer_only", "trainer_own", "trainer_answer_only"):
+        assert results[way][0] == pytest.approx(results["own"][0], rel=1e-5), (name, way)
+        assert torch.allclose(results[way][1], results["own"][1], atol=1e-6), (name, way)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    summed = answer_only_loss(model, batch, num_items_in_batch=1).item()  # a count from outside: sum / count
+    assert summed == pytest.approx(results["own"][0] * answers, rel=1e-5)
+
+
+def test_the_answer_only_loss_declines_a_head_it_was_not_tested_on(tiny_model):
+    """A soft-capped head (Gemma-2 style) or an architecture outside the tested families
+    gets the model's own loss: answer_only_parts says no."""
+    from medlab.finetune.sft import answer_only_parts
+
+    assert answer_only_parts(tiny_model) is not None
+    capped = type(tiny_model)(tiny_model.config.__class__(**tiny_model.config.to_dict()))
+    capped.config.final_logit_softcapping = 30.0
+    assert answer_only_parts(capped) is None
+    other = type(tiny_model)(tiny_model.config.__class__(**tiny_model.config.to_dict()))
+    other.config.model_type = "gemma2"
+    assert answer_only_parts(other) is None
+
+
 def test_priority_recipe_records_its_schedule(tmp_path, root, tokenizer, tiny_model):
     repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model)
     params = mini_params(repo)

@@ -2,8 +2,14 @@
 
 The prompt is the conversation up to the answer, ``chosen`` the answer the filter kept
 and ``rejected`` the one it dropped. The reference model is the policy's starting point
-(the previous SFT stage): TRL copies it for full fine-tuning, and with LoRA uses the
-base weights with the adapter switched off (no second copy in memory).
+(the previous SFT stage). Its log-probabilities of every pair are computed once, before
+the first step (TRL's ``precompute_ref_log_probs``; with LoRA from the base weights with
+the adapter switched off), instead of by a frozen copy in every step of every epoch: no
+second model in memory, one reference pass instead of one per epoch. A resumed run
+computes them again from the same starting weights (the trainer is built before the
+checkpoint is loaded). Measured on 600 of the default pairs, 2 epochs, trainer set-up
+included: 41.3 / 42.7 s against 46.7 / 45.5 s (two interleaved repeats, ~9%), the
+same training loss (0.1608).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ def dpo_config(dpo, train, output_dir: Path, epochs: float, learning_rate: float
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
         max_length=dpo.max_length,
+        precompute_ref_log_probs=True,
     )
 
 

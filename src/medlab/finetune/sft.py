@@ -24,9 +24,20 @@
   chunks in the backward pass; that saves 4 x 512 x 152k x 4 B = 1.2 GB of fp32 logits
   per step for a Qwen-size vocabulary, but for the embedded model's 2,000-token
   vocabulary the logits are 16 MB and the recomputation costs 39% of each CPU step
-  (best of two: 14.1 s fused vs 8.58 s plain, a 1.64x speed-up; benchmarks/sft_loss.py). ``auto`` fuses from 32,000 tokens of vocabulary up; the
-  plain loss is the model's own cross-entropy on the same labels (same value up to
-  float rounding).
+  (one epoch of the general stage, best of three: 31.7 s fused vs 22.8 s
+  over the full logits; benchmarks/sft_loss.py). ``auto`` fuses from 32,000 tokens of vocabulary up.
+  The plain loss is the same cross-entropy on the same labels with the same normalisation
+  (summed over answer tokens, divided by the batch's answer-token count), but the output
+  layer runs on the *answer positions only* (``answer_only_loss``): a prompt position's
+  logits are never read. Prompts are 40% of the positions (the general stage's data:
+  194,749 of 326,310 tokens are answers) and the head is 40% of the embedded model's
+  multiply-adds per token (2,000 x 128 = 256k against 389k in the two blocks), so that
+  is ~16% of the matmul work and 40% of the log-softmax; measured on one epoch of the
+  general stage: 17.5 s against 22.8 s, best of three (1.30x; 1.10-1.35x per interleaved
+  repeat; per-step losses equal to 1e-5, benchmarks/sft_loss.py). Used for the architectures whose causal-LM head is the plain
+  linear layer tested against the model's own loss (``ANSWER_ONLY_TYPES``: Llama,
+  Qwen2/3, Mistral) and an unwrapped model; any other model (a soft-capped head,
+  a DDP-wrapped model in a multi-process run) gets the model's own full-logits loss.
 * LoRA (peft) or full fine-tuning; optional RoPE scaling for a longer context.
 """
 
@@ -34,6 +45,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from transformers import AutoConfig, Trainer
 from trl import SFTConfig, SFTTrainer
@@ -175,13 +187,60 @@ def use_fused_loss(setting: str, model) -> bool:
     return setting == "fused"
 
 
+# Causal-LM classes whose forward is ``logits = lm_head(model(...).last_hidden_state)``
+# with nothing in between (no soft-capping or logit scale): the head can be applied to
+# the answer positions alone. tests/test_finetune.py checks loss and gradients against
+# the model's own loss on the toy model and on tiny Qwen2, Llama and Mistral models.
+ANSWER_ONLY_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+
+
+def answer_only_parts(model):
+    """(decoder, output layer) when the loss may skip prompt positions, else None."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: same modules
+    config = getattr(inner, "config", None)
+    if (getattr(config, "model_type", None) not in ANSWER_ONLY_TYPES or getattr(config, "final_logit_softcapping", None)
+            or not type(inner).__name__.endswith("ForCausalLM") or not hasattr(inner, "model")):
+        return None
+    return inner.model, inner.get_output_embeddings()
+
+
+def answer_only_loss(model, inputs: dict, num_items_in_batch=None):
+    """The causal-LM loss with the output layer applied where a label is read: the
+    decoder's hidden state at position t predicts token t+1, so the positions whose
+    *next* label is not -100 (the same shift as transformers' ForCausalLMLoss); summed
+    cross-entropy divided by ``num_items_in_batch`` (the Trainer's count over the
+    accumulated batch) or by this batch's answer tokens. None if the model does not allow it."""
+    parts = answer_only_parts(model)
+    if parts is None:
+        return None
+    decoder, head = parts
+    labels = inputs["labels"]
+    # no KV cache: with one, transformers stops looking for packed samples in position_ids
+    hidden = decoder(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    read = targets != IGNORE
+    logits = head(hidden[:, :-1][read]).float()  # (answer tokens, vocabulary), not (batch, length, vocabulary)
+    loss = torch.nn.functional.cross_entropy(logits, targets[read], reduction="sum")
+    if num_items_in_batch is None:
+        return loss / read.sum().clamp(min=1)
+    return loss / torch.as_tensor(num_items_in_batch, device=loss.device)
+
+
 class PlainLossSFTTrainer(SFTTrainer):
-    """TRL's SFT trainer with the model's own loss (cross-entropy over the full logits,
-    the same labels and the same normalisation by the number of answer tokens) instead
-    of TRL's fused, chunked LM head; it logs no entropy or token accuracy."""
+    """TRL's SFT trainer with the plain cross-entropy (the same labels and normalisation as
+    the model's own loss) instead of TRL's fused, chunked LM head; on the answer positions
+    only where ``answer_only_parts`` allows. It logs no entropy or token accuracy."""
+
+    answer_only = True  # False: the model's own loss over every position (benchmarks/sft_loss.py's baseline)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+        direct = self.answer_only and not return_outputs and model is self.accelerator.unwrap_model(model)
+        loss = answer_only_loss(model, inputs, num_items_in_batch) if direct else None
+        if loss is None:
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as Trainer.compute_loss
+        return loss
 
 
 def make_sft_trainer(model, tokenizer, dataset: Dataset, config: SFTConfig, callbacks=None,
