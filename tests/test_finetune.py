@@ -387,6 +387,54 @@ def test_a_further_seed_trains_every_stage_again_and_publishes_beside_the_first(
     assert any((x - y).abs().max() > 0 for x, y in zip(a.parameters(), b.parameters(), strict=True))
 
 
+def test_seeds_side_by_side_train_what_one_process_trains(tmp_path, root, tokenizer, tiny_model):
+    """finetune.parallel_seeds: one process per seed (python -m medlab.finetune --seed S),
+    base.torch_threads / seeds threads each; every stage of every seed is saved where
+    run_stage finds it (the notebook then reuses it), its lines carry the seed, and the
+    weights are bit-identical to training that seed in one process with the same threads.
+    The thread count is in the stage key: all threads, one after another, is another stage."""
+    from medlab.finetune.run import recipe_seeds
+    from medlab.finetune.side_by_side import side_by_side, train_seeds, training_threads
+
+    repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model)
+    params = mini_params(repo)
+    seeds = recipe_seeds(params, "general_to_specific")
+    assert seeds == [1234, 1235] and side_by_side(params, "general_to_specific")
+    assert not side_by_side(params, "one_stage_priority")  # one seed: nothing to share
+    threads = training_threads(params, "general_to_specific")
+    assert threads == max(1, (params.base.torch_threads or os.cpu_count()) // 2)
+    lines = []
+    train_seeds(params, "general_to_specific", seeds, repo, log=lines.append)
+    assert any(x.startswith("[s1234] ") for x in lines) and any(x.startswith("[s1235] ") for x in lines)
+    for seed in seeds:
+        assert all(is_done(stage_dir(params, "general_to_specific", k, repo, seed)) for k in (0, 1)), lines
+    messages = []
+    run_stage(params, "general_to_specific", 1, repo, log=messages.append, seed=1235)
+    assert "reusing" in messages[0]
+    alone = make_mini_repo(tmp_path / "alone", root, tokenizer, tiny_model)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for k in (0, 1):
+            run_stage(mini_params(alone), "general_to_specific", k, alone, log=lambda *_: None, seed=1235)
+    finally:
+        torch.set_num_threads(before)
+    a = load_model(stage_dir(params, "general_to_specific", 1, repo, 1235) / "model").state_dict()
+    b = load_model(stage_dir(params, "general_to_specific", 1, alone, 1235) / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sequential = params.model_copy(update={"finetune": params.finetune.model_copy(update={"parallel_seeds": False})})
+    if training_threads(sequential, "general_to_specific") != threads:
+        assert stage_dir(sequential, "general_to_specific", 0, repo) != stage_dir(params, "general_to_specific", 0, repo)
+
+
+def test_a_failing_seed_stops_the_others_and_is_named(tmp_path, root, tokenizer, tiny_model):
+    from medlab.finetune.side_by_side import train_seeds
+
+    repo = make_mini_repo(tmp_path / "repo", root, tokenizer, tiny_model)
+    with pytest.raises(RuntimeError, match=r"(?s)seed 999 failed.*--seed 999 is not in params.yaml finetune.seeds"):
+        train_seeds(mini_params(repo), "general_to_specific", [1234, 999], repo, log=lambda *_: None)
+
+
 def test_the_plain_loss_is_the_fused_loss_on_the_same_batch(tmp_path, tokenizer, tiny_model):
     """finetune.train.fused_loss: TRL's chunked LM head and the model's own cross-entropy
     give the same loss and the same gradients; auto picks plain for a small vocabulary."""

@@ -111,6 +111,7 @@ class FinetuneParams(Section):
     launcher: LauncherParams
     seeds: list[int] = Field(min_length=1)
     seeded_recipes: list[str]
+    parallel_seeds: bool
 
     def problems(self, root: Path) -> list[tuple[tuple, str]]:
         out: list[tuple[tuple, str]] = [(("datasets", name, k, *loc), why) for name, parts in self.datasets.items()

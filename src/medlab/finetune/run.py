@@ -57,6 +57,7 @@ from medlab.finetune.sft import (
     token_stats,
     tokenize,
 )
+from medlab.finetune.side_by_side import training_threads
 from medlab.monitor import ProgressCallback
 from medlab.packing import pack_rows
 from medlab.records import write_json
@@ -82,8 +83,9 @@ def seed_dir(out: Path, seed: int) -> Path:
 
 
 def stage_key(params, recipe: str, k: int, root: Path, seed: int | None = None) -> str:
-    """Fingerprint of stage ``k`` of ``recipe`` and everything before it, of the code and
-    of the seed (default: the first of ``finetune.seeds``)."""
+    """Fingerprint of stage ``k`` of ``recipe`` and everything before it, of the code, of
+    the seed (default: the first of ``finetune.seeds``) and of the torch threads it
+    trains with (``side_by_side.training_threads``: the last bits of the weights depend on them)."""
     ft = params.finetune
     base = resolve_base(root / "models" / "base")
     stages = ft.recipes[recipe][:k + 1]
@@ -95,7 +97,8 @@ def stage_key(params, recipe: str, k: int, root: Path, seed: int | None = None) 
         [s.model_dump() for s in stages], datasets,
         {str(f.relative_to(root)): d for f, d in zip(files, file_hashes(files), strict=True)},
         ft.method, ft.lora.model_dump(), ft.rope_scaling.model_dump(), ft.train.model_dump(),
-        ft.dpo.model_dump(), Runtime.of(params).describe(), ft.seeds[0] if seed is None else seed)
+        ft.dpo.model_dump(), Runtime.of(params).describe(), ft.seeds[0] if seed is None else seed,
+        {"torch_threads": training_threads(params, recipe)})
 
 
 def stage_dir(params, recipe: str, k: int, root: Path, seed: int | None = None) -> Path:
