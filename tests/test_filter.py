@@ -291,6 +291,10 @@ def test_metrics():
     low, high = bootstrap_ci(auroc, y, s, n_boot=200)
     assert low < auroc(y, s) < high and high - low < 0.15
     assert detection([1, 1, 0, 0], [1, 0, 1, 0]) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    # the rank form is scikit-learn's ROC AUC, ties (rounded scores) counted one half
+    from sklearn.metrics import roc_auc_score
+    for rounded in (np.round(s, 1), s):
+        assert abs(auroc(y, rounded) - roc_auc_score(y, -rounded)) < 1e-12
     assert error_rate([1, 0, 1, 0], [True, True, False, False]) == 0.5
 
 

@@ -149,11 +149,15 @@ class TokenReader:
 
     def __call__(self, kwargs: dict, reads: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """reads: (row, position, target token); returns (log-prob, is-argmax) per read, on the CPU."""
+        rows, cols, targets = torch.tensor(reads, dtype=torch.long).reshape(-1, 3).unbind(1)
+        return self.at(kwargs, rows, cols, targets)
+
+    def at(self, kwargs: dict, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same with the reads as three index tensors (no Python tuple per token)."""
         device = _device(self.model)
         kwargs = {k: v.to(device) for k, v in kwargs.items() if v is not None}
-        rows = torch.tensor([r for r, _, _ in reads], device=device)
-        cols = torch.tensor([c for _, c, _ in reads], device=device)
-        targets = torch.tensor([t for _, _, t in reads], device=device)
+        rows, cols, targets = rows.to(device), cols.to(device), targets.to(device)
         with torch.inference_mode():
             if self.split and not self.checked:
                 self._check(kwargs, rows[:8], cols[:8])

@@ -80,6 +80,12 @@ class LikelihoodJudge:
             raise ValueError(f"unknown likelihood score {score!r}")
         self.model, self.tok = model.eval(), tokenizer
         self.reader = TokenReader(self.model)
+        # what predicts a text's first token: the BOS the tokenizer adds to plain text
+        # (Llama, Mistral), else its BOS or EOS (a document separator: Qwen, GPT-2 style)
+        first = leading_bos(tokenizer)
+        if first is None:
+            first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.first = first
         self.spans = SpanFinder(span_names)
         self.score_kind, self.contrast_weight = score, contrast_weight
         self.batch_size, self.max_tokens, self.fmt = batch_size, max_tokens, fmt
@@ -100,21 +106,22 @@ class LikelihoodJudge:
         separator: Qwen and GPT-2-style models start documents after one). Log-probs are
         read on the model's device, only at the text's tokens (``TokenReader``), so a
         151k vocabulary costs no batch x length x vocab tensor."""
-        first = leading_bos(self.tok)
-        if first is None:
-            first = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
-        enc = self.tok(texts, return_offsets_mapping=True, add_special_tokens=False, padding=True,
-                       truncation=True, max_length=self.max_tokens - 1, return_tensors="pt")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        x = torch.cat([torch.full((ids.shape[0], 1), first), ids], 1)
-        a = torch.cat([torch.ones(ids.shape[0], 1, dtype=mask.dtype), mask], 1)
-        reads = [(row, k, int(ids[row, k])) for row in range(len(texts)) for k in range(ids.shape[1]) if mask[row, k]]
-        lp, _ = self.reader({"input_ids": x, "attention_mask": a}, reads) if reads else ([], [])
-        out: list[list[tuple[int, int, float]]] = [[] for _ in texts]
-        offsets = enc["offset_mapping"].tolist()
-        for (row, k, _), value in zip(reads, lp, strict=True):  # position k of x predicts token k of ids
-            s, e = offsets[row][k]
-            out[row].append((int(s), int(e), float(value)))
+        enc = self.tok(texts, return_offsets_mapping=True, add_special_tokens=False, truncation=True,
+                       max_length=self.max_tokens - 1)  # lists: transformers' tensor conversion is slow
+        lengths = [len(t) for t in enc["input_ids"]]
+        width = max(lengths, default=0)
+        if width == 0:
+            return [[] for _ in texts]
+        ids = torch.tensor([t + [self.tok.pad_token_id] * (width - len(t)) for t in enc["input_ids"]])
+        mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+        x = torch.cat([torch.full((ids.shape[0], 1), self.first), ids], 1)
+        a = torch.cat([torch.ones(ids.shape[0], 1, dtype=torch.long), mask.long()], 1)
+        rows, cols = mask.nonzero(as_tuple=True)  # row-major: each text's tokens in order
+        lp, _ = self.reader.at({"input_ids": x, "attention_mask": a}, rows, cols, ids[rows, cols])
+        values, out, at = lp.tolist(), [], 0  # position k of x predicts token k of ids
+        for offsets, n in zip(enc["offset_mapping"], lengths, strict=True):
+            out.append([(s, e, v) for (s, e), v in zip(offsets, values[at:at + n], strict=True)])
+            at += n
         return out
 
     @staticmethod

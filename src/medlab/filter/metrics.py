@@ -1,8 +1,11 @@
 """How well a filter finds known faults: ROC AUC and precision/recall/F1, with bootstrap CIs.
 
 Pure functions over arrays: ``labels`` (1 = faulty), ``scores`` (higher = judged better),
-``dropped`` (1 = the filter removed the sample). scikit-learn computes the statistics;
-CIs come from medlab.stats.bootstrap_ci (percentile bootstrap, fixed seed).
+``dropped`` (1 = the filter removed the sample). scikit-learn computes precision/recall/F1;
+ROC AUC is the Mann-Whitney form (midranks from scipy: ties count one half, as in
+scikit-learn's ``roc_auc_score``), ~10x faster per call, which is what the bootstrap pays
+500 times per fault and score (4 faults x 2 scores: 14 s of the filter stage with
+``roc_auc_score``). CIs come from medlab.stats.bootstrap_ci (percentile bootstrap, fixed seed).
 ``fault_report`` applies them to the faults the simulated teacher planted (each sample's
 ``truth``); with a real teacher there is no such truth and it says so instead.
 """
@@ -10,7 +13,8 @@ CIs come from medlab.stats.bootstrap_ci (percentile bootstrap, fixed seed).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import precision_recall_fscore_support
 
 from medlab.records import Sample
 from medlab.stats import bootstrap_ci
@@ -20,10 +24,15 @@ FAULTS = ("factual", "unsafe", "off_format", "stigma")  # what the simulated tea
 
 def auroc(labels, scores) -> float | None:
     """ROC AUC of ``-scores`` for detecting ``labels`` (None if only one class is present)."""
-    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
-    if labels.min() == labels.max():
+    labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=float)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
         return None
-    return float(roc_auc_score(labels, -scores))
+    # AUC = P(a faulty sample scores lower than a clean one) + P(tie) / 2
+    #     = (sum of the faulty samples' midranks of -score - n1 (n1 + 1) / 2) / (n1 n0)
+    ranks = rankdata(-scores)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def detection(labels, dropped) -> dict[str, float]:
