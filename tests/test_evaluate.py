@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from medlab.evaluate.loglik import continuation_logprobs, split_tokens
+from medlab.evaluate.loglik import PairScores, continuation_logprobs, split_tokens
 from medlab.evaluate.mcq import (
     extract_answer,
+    loglik_requests,
     render,
     rotate,
     score_loglik,
@@ -94,6 +95,39 @@ def test_a_shared_context_row_scores_like_separate_rows(model, tokenizer, attent
     assert [w[0] for w in widths] == [1, 1, 1]  # the one-time check (model, head path), then the one scoring row
     head = split_tokens(tokenizer, *PAIRS[6])[0]
     assert widths[0][1] == len(head) + sum(len(split_tokens(tokenizer, *p)[1]) for p in PAIRS[6:])
+
+
+def test_letters_of_a_context_with_longer_options_ride_in_its_row(model, tokenizer):
+    """Letter and option-text scoring of one prompt asked together (``PairScores``): the
+    context runs once, the letters read at its last position, scores as if asked apart."""
+    context = PAIRS[6][0]
+    letters = [(context, k) for k in "AB"]
+    assert all(len(split_tokens(tokenizer, *p)[1]) == 1 for p in letters)  # single tokens
+    joint = PAIRS[6:] + letters
+    widths = []
+    decoder = model.get_decoder()
+    hook = decoder.register_forward_pre_hook(lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)
+    try:
+        together = PairScores(model, tokenizer, batch_size=16)(joint)
+    finally:
+        hook.remove()
+    assert [w[0] for w in widths] == [1, 1, 1]  # the check, then one row: no pass of the context alone
+    apart = continuation_logprobs(model, tokenizer, letters, batch_size=16)
+    for a, b in zip(together[-2:], apart, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-5) and (a.n_tokens, a.greedy) == (b.n_tokens, b.greedy)
+    for (c, x), s in zip(joint, together, strict=True):
+        assert s.logprob == pytest.approx(direct(model, tokenizer, c, x), abs=1e-4)
+    # and in an MCQ: letter and option-text results are the same asked together or apart
+    scorer = PairScores(model, tokenizer, batch_size=7)
+    scorer.prefetch([p for sc in ("letter", "option_text") for p in loglik_requests(tokenizer, items(), (), sc)[0]])
+    for sc in ("letter", "option_text"):
+        shared = score_loglik(model, tokenizer, items(), scoring=sc, scorer=scorer)
+        alone = score_loglik(model, tokenizer, items(), scoring=sc, batch_size=7)
+        for x, y in zip(shared, alone, strict=True):
+            assert x.picks == y.picks
+            for p, q in zip(x.probs, y.probs, strict=True):
+                assert p == pytest.approx(q, abs=1e-5)
 
 
 def test_scores_do_not_depend_on_batch_size(model, tokenizer):

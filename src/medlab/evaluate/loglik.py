@@ -9,7 +9,10 @@ calls ``loglikelihood`` requests. Three things make it fast without changing a n
   batch wastes little padding, and results are put back in input order;
 * pairs that share a context and whose continuations are each a single token (option
   letters "A".."D") are answered from *one* forward pass of the context: the next-token
-  distribution at its last position holds every letter's log-probability;
+  distribution at its last position holds every letter's log-probability; when the same
+  context also has longer continuations (letter and option-text scoring of one prompt,
+  asked together through ``PairScores``), the letters are read from that context's
+  shared row below and the context is run once, not twice;
 * longer continuations of a shared context (option texts in cloze scoring) share the
   context in one row: ``context | option 1 | option 2 | ...`` with a 4-D attention mask
   in which every option's tokens see the context and their own earlier tokens only, and
@@ -287,21 +290,38 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
             results[i] = Scored(float(lp[at:at + n].sum()), n, bool(best[at:at + n].all()))
             at += n
 
-    # 1. single-token continuations of a shared context: one forward pass per context
-    groups: dict[tuple[int, ...], list[int]] = {}
+    # which pairs go where: single-token continuations of a context (option letters) are read
+    # from one forward pass of it (1.); longer ones (option texts) share it in one row (2.); a
+    # context with both (letter and option-text scoring of the same prompt, asked together)
+    # goes once, as a 2.-row whose letters are read at the context's last position
+    singles: dict[tuple[int, ...], list[int]] = {}
     rest: list[int] = []
     for i, (head, tail) in enumerate(split):
         if len(tail) == 1 and head:
-            groups.setdefault(tuple(head), []).append(i)
+            singles.setdefault(tuple(head), []).append(i)
         else:
             rest.append(i)
-    contexts = sorted(groups, key=len, reverse=True)
+    shared: dict[tuple[int, ...], list[int]] = {}
+    fits: list[tuple[int, ...]] = []
+    riders: dict[tuple[int, ...], list[int]] = {}
+    if share_context and _takes_4d_mask(model):
+        for i in rest:
+            shared.setdefault(tuple(split[i][0]), []).append(i)
+        fits = [c for c in shared if c and (limit is None or len(c) + max(len(split[i][1]) for i in shared[c])
+                                            <= limit)]
+        fitting = set(fits)
+        rest = [i for c in shared if c not in fitting for i in shared[c]]  # too long or empty: rows below
+        riders = {c: singles.pop(c) for c in fits if c in singles}
+        fits.sort(key=lambda c: len(c) + sum(len(split[i][1]) for i in shared[c]), reverse=True)
+
+    # 1. single-token continuations of a shared context: one forward pass per context
+    contexts = sorted(singles, key=len, reverse=True)
     done = 0
     for chunk in _batches(list(range(len(contexts))), batch_size):
         rows = [_clip(list(contexts[j]), limit, bos=bos) for j in chunk]
         indices, reads = [], []
         for b, j in enumerate(chunk):
-            for i in groups[contexts[j]]:  # the next-token distribution after the context
+            for i in singles[contexts[j]]:  # the next-token distribution after the context
                 indices.append(i)
                 reads.append((b, len(rows[b]) - 1, split[i][1][0]))
         lp, best = read(_padded(rows, pad), reads)
@@ -311,30 +331,25 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
             progress(done, len(pairs))
 
     # 2. longer continuations of a shared context: one row per context, options side by side
-    if share_context and _takes_4d_mask(model):
-        shared: dict[tuple[int, ...], list[int]] = {}
-        for i in rest:
-            shared.setdefault(tuple(split[i][0]), []).append(i)
-        fits = [c for c in shared if c and (limit is None or len(c) + max(len(split[i][1]) for i in shared[c])
-                                            <= limit)]
-        fitting = set(fits)
-        rest = [i for c in shared if c not in fitting for i in shared[c]]  # too long or empty: rows below
-        fits.sort(key=lambda c: len(c) + sum(len(split[i][1]) for i in shared[c]), reverse=True)
-        for chunk in _batches(fits, batch_size):
-            rows = [_Tree(list(c), [split[i][1] for i in shared[c]]) for c in chunk]
-            indices, reads, counts = [], [], []
-            for b, context in enumerate(chunk):
-                for i, (start, tail) in zip(shared[context], rows[b].branches(), strict=True):
-                    # the branch's first token is predicted by the context's last position
-                    before = [len(context) - 1] + list(range(start, start + len(tail) - 1))
-                    reads += [(b, pos, tok) for pos, tok in zip(before, tail, strict=True)]
-                    indices.append(i)
-                    counts.append(len(tail))
-            lp, best = read(_tree_inputs(model, rows, pad), reads)
-            store(indices, reads, counts, lp, best)
-            done += len(indices)
-            if progress:
-                progress(done, len(pairs))
+    for chunk in _batches(fits, batch_size):
+        rows = [_Tree(list(c), [split[i][1] for i in shared[c]]) for c in chunk]
+        indices, reads, counts = [], [], []
+        for b, context in enumerate(chunk):
+            for i, (start, tail) in zip(shared[context], rows[b].branches(), strict=True):
+                # the branch's first token is predicted by the context's last position
+                before = [len(context) - 1] + list(range(start, start + len(tail) - 1))
+                reads += [(b, pos, tok) for pos, tok in zip(before, tail, strict=True)]
+                indices.append(i)
+                counts.append(len(tail))
+            for i in riders.get(context, ()):  # a letter: the context's next-token distribution
+                reads.append((b, len(context) - 1, split[i][1][0]))
+                indices.append(i)
+                counts.append(1)
+        lp, best = read(_tree_inputs(model, rows, pad), reads)
+        store(indices, reads, counts, lp, best)
+        done += len(indices)
+        if progress:
+            progress(done, len(pairs))
 
     # 3. everything else: context + continuation in one row, read the continuation's span
     rest.sort(key=lambda i: len(split[i][0]) + len(split[i][1]), reverse=True)
@@ -355,6 +370,31 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
         if progress:
             progress(done, len(pairs))
     return results  # type: ignore[return-value]
+
+
+class PairScores:
+    """``continuation_logprobs`` of one local model, remembered by (context, continuation).
+
+    ``prefetch(pairs)`` scores many pairs in one call, so pairs that different scorings ask
+    of the same context share its forward pass (the letter and option-text scorings of an
+    MCQ show the same prompt: asked apart, each runs it; 7 s of the 23 s a model's nine MCQ
+    columns took on 2 cores). Calling it with pairs answers from what is known and scores
+    the rest; it is the ``scorer`` that ``mcq.score_loglik`` takes."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.known: dict[tuple[str, str], Scored] = {}
+
+    def prefetch(self, pairs: Sequence[tuple[str, str]], progress=None) -> None:
+        new = list(dict.fromkeys(p for p in pairs if p not in self.known))
+        if new:
+            scored = continuation_logprobs(self.model, self.tokenizer, new, batch_size=self.batch_size,
+                                           progress=progress)
+            self.known.update(zip(new, scored, strict=True))
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[Scored]:
+        self.prefetch(pairs)
+        return [self.known[p] for p in pairs]
 
 
 def _clip(row: list[int], limit: int | None, keep_tail: int = 1, bos: int | None = None) -> list[int]:

@@ -159,13 +159,11 @@ SCORINGS = {  # name -> (continuation, options shown)
 }
 
 
-def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[McqItem] = (),
-                 scoring: str = "letter", layout: str = "plain", domain: str = "医学", rotations: bool = True,
-                 batch_size: int = 16, progress=None, scorer=None) -> list[McqResult]:
-    """Score items by log-likelihood under every cyclic shift (or only as written).
-    ``scoring``: letter | option_text | cloze (see the module docstring). ``scorer(pairs)``
-    replaces the local forward passes (``model`` unused): a served model's log-probabilities
-    (``medlab.evaluate.endpoint_loglik``); ``tokenizer`` then renders chat prompts only."""
+def loglik_requests(tokenizer, items: Sequence[McqItem], shots: Sequence[McqItem] = (), scoring: str = "letter",
+                    layout: str = "plain", domain: str = "医学", rotations: bool = True,
+                    ) -> tuple[list[tuple[str, str]], list[tuple[int, int, str]], list[list[Shown]]]:
+    """What ``score_loglik`` asks the model: one (prompt, continuation) per item x shift x
+    option, which (item, shift, letter) each is, and the shifts shown per item."""
     if scoring not in SCORINGS:
         raise ValueError(f"scoring must be one of {sorted(SCORINGS)}, got {scoring!r}")
     if layout not in ("plain", "chat"):
@@ -184,6 +182,19 @@ def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[Mcq
             for letter, text in shown.options.items():
                 requests.append((prompt, letter if mode == "letter" else text))
                 index.append((i, j, letter))
+    return requests, index, shown_all
+
+
+def score_loglik(model, tokenizer, items: Sequence[McqItem], shots: Sequence[McqItem] = (),
+                 scoring: str = "letter", layout: str = "plain", domain: str = "医学", rotations: bool = True,
+                 batch_size: int = 16, progress=None, scorer=None) -> list[McqResult]:
+    """Score items by log-likelihood under every cyclic shift (or only as written).
+    ``scoring``: letter | option_text | cloze (see the module docstring). ``scorer(pairs)``
+    replaces the local forward passes (``model`` unused): a served model's log-probabilities
+    (``medlab.evaluate.endpoint_loglik``; ``tokenizer`` then renders chat prompts only) or a
+    ``loglik.PairScores`` that scored several scorings' requests together."""
+    requests, index, shown_all = loglik_requests(tokenizer, items, shots, scoring, layout, domain, rotations)
+    mode, show_options = SCORINGS[scoring]
     scored = scorer(requests) if scorer is not None else continuation_logprobs(
         model, tokenizer, requests, batch_size=batch_size, progress=progress)
     table: dict[tuple[int, int], dict[str, float]] = {}

@@ -249,14 +249,14 @@ def generator(subject: Subject, cache: CallCache, batch_size: int, max_new_token
 # ------------------------------------------------------------------------ tasks
 def mcq_task(subject: Subject, items: Sequence[McqItem], shots: Sequence[McqItem], domain: str, scoring: str,
              batch_size: int, n_boot: int, seed: int, progress=None, calls: CallCache | None = None,
-             stats: CallStats | None = None) -> dict:
+             stats: CallStats | None = None, scorer=None) -> dict:
     """One set under one log-likelihood scoring: summary (acc and acc_norm families),
     per-category accuracy and per-item outcomes (for paired comparisons). A served subject
     (``logprobs: true``) is scored from its endpoint's log-probabilities, each call through
-    ``calls``."""
+    ``calls``; a local one by ``scorer`` when given (a ``loglik.PairScores`` shared by the
+    set's scorings), else by its own forward passes."""
     if subject.layout == "chat":
         subject.tokenizer.padding_side = "right"  # the generation backend may have set left
-    scorer = None
     if subject.hosted:
         if calls is None:
             raise ValueError(f"{subject.name}: an endpoint's log-likelihoods go through a call cache; pass calls=")

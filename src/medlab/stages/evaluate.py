@@ -17,7 +17,8 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from medlab.evaluate import compare, run, seeds
+from medlab.evaluate import compare, mcq, run, seeds
+from medlab.evaluate.loglik import PairScores
 from medlab.evaluate.tasks import resolve
 from medlab.llm.cache import CallCache, CallStats
 from medlab.paths import cache_dir, data_dir, reports_dir
@@ -81,14 +82,35 @@ class Evaluation:
         return run.generator(subject, self.calls, self.cfg.batch_size, max_new_tokens,
                              label=f"{subject.name}:{label}", stats=self.usage)
 
-    def mcq_result(self, subject, name: str, scoring: str) -> dict:
+    def _mcq_key(self, subject, name: str, scoring: str) -> str:
+        test, dev, _ = self.sets[name]
+        return self._key(subject, "mcq", [i.id for i in test], set=name, scoring=scoring,
+                         shots=[s.id for s in dev[:self.cfg.mcq.shots]], n_boot=self.cfg.n_boot, seed=self.seed)
+
+    def mcq_result(self, subject, name: str, scoring: str, scorer=None) -> dict:
         test, dev, domain = self.sets[name]
         shots, cfg = dev[:self.cfg.mcq.shots], self.cfg
-        key = self._key(subject, "mcq", [i.id for i in test], set=name, scoring=scoring, shots=[s.id for s in shots],
-                        n_boot=cfg.n_boot, seed=self.seed)
-        return self.store.run(f"mcq_{name}_{scoring}", key, partial(
+        return self.store.run(f"mcq_{name}_{scoring}", self._mcq_key(subject, name, scoring), partial(
             run.mcq_task, subject, test, shots, domain, scoring, cfg.batch_size, cfg.n_boot, self.seed,
-            calls=self.calls, stats=self.usage), log=self.log)
+            calls=self.calls, stats=self.usage, scorer=scorer), log=self.log)
+
+    def mcq_scorer(self, subject, name: str, scorings) -> PairScores | None:
+        """For a local model: the requests of ``scorings`` on set ``name`` that are not cached
+        yet, scored in one call, so the letter and option-text scorings (the same prompts) run
+        each prompt once. None for an endpoint (each call is cached on its own)."""
+        if subject.hosted:
+            return None
+        test, dev, domain = self.sets[name]
+        pending = [sc for sc in scorings
+                   if self.store.load(f"mcq_{name}_{sc}", self._mcq_key(subject, name, sc)) is None]
+        scorer = PairScores(subject.model, subject.tokenizer, self.cfg.batch_size)
+        if len(pending) > 1:
+            if subject.layout == "chat":
+                subject.tokenizer.padding_side = "right"
+            scorer.prefetch([pair for sc in pending for pair in mcq.loglik_requests(
+                subject.tokenizer, test, dev[:self.cfg.mcq.shots], sc, subject.layout,
+                run.DOMAIN_WORD.get(domain, "医学"))[0]])
+        return scorer
 
     def mcq_generation_result(self, subject, name: str) -> dict:
         test, dev, domain = self.sets[name]
@@ -131,8 +153,9 @@ class Evaluation:
                      f"its headline is generation mode")
             return
         for name in self.sets:
+            scorer = self.mcq_scorer(self.subject, name, self.cfg.mcq.scorings)
             for scoring in self.cfg.mcq.scorings:
-                s = (result := self.mcq_result(self.subject, name, scoring))["summary"]
+                s = (result := self.mcq_result(self.subject, name, scoring, scorer))["summary"]
                 self.mcq[(name, scoring)] = result
                 bias = "" if s["position_bias"] is None else f" · first-listed picked {s['position_bias']:.2f}"
                 self.log(f"{name:<16} {scoring:<12} acc {s['acc']:.3f} [{s['acc_ci'][0]:.3f}, {s['acc_ci'][1]:.3f}]"
