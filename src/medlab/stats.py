@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import binomtest
 
 
 def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
@@ -75,6 +74,10 @@ def mcnemar(a, b) -> dict:
         raise ValueError(f"paired outcomes must have the same length, got {a.shape} and {b.shape}")
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     n = only_a + only_b
+    from scipy.stats import (
+        binomtest,  # here: scipy.stats takes 0.75 s to import, most stages never test
+    )
+
     p = 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
     return {"only_a": only_a, "only_b": only_b, "p": p}
 

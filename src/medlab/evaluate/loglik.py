@@ -35,6 +35,7 @@ forward pass).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -131,6 +132,12 @@ def chunk_logits(device: torch.device) -> int:
     return 2 ** 24 if device.type == "cuda" else 2 ** 22
 
 
+# model -> whether its head is a plain layer over the decoder's output, as TokenReader's
+# first call found (the check is a full-vocabulary forward pass: 0.15 s a call, and the
+# probe makes a dozen calls per model)
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class TokenReader:
     """Log-probabilities of given tokens at given positions, without the full logits.
 
@@ -149,6 +156,8 @@ class TokenReader:
         head = getattr(base, "get_output_embeddings", lambda: None)()
         self.split = decoder is not None and head is not None and decoder is not base
         self.decoder, self.head, self.checked = decoder, head, False
+        if model in _CHECKED:  # an earlier reader of this very model checked it
+            self.split, self.checked = _CHECKED[model], True
 
     def __call__(self, kwargs: dict, reads: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """reads: (row, position, target token); returns (log-prob, is-argmax) per read, on the CPU."""
@@ -194,6 +203,7 @@ class TokenReader:
         mine = self.head(self.decoder(**one).last_hidden_state[0, cols[keep]]).float()
         self.split = bool(torch.allclose(full, mine, rtol=1e-3, atol=1e-3))
         self.checked = True
+        _CHECKED[self.model] = self.split
 
 
 def _padded(rows: list[list[int]], pad_id: int) -> dict:

@@ -18,11 +18,11 @@ metric names its tokenisation and the report prints it:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import jieba
 import sacrebleu
-from rouge_score import rouge_scorer
 
 from medlab.generate.novelty import CharTokenizer
 
@@ -36,8 +36,13 @@ class JiebaTokenizer:
         return [w for w in jieba.lcut(text) if w.strip()]
 
 
-_CHAR = rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer())
-_WORD = rouge_scorer.RougeScorer(["rougeL"], tokenizer=JiebaTokenizer())
+@functools.cache
+def _rouge_scorer(unit: str):
+    """ROUGE-L over characters or jieba words; made on first use: rouge_score imports nltk,
+    which imports scikit-learn (0.8 s a process that scores no text, such as the probe's)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer() if unit == "char" else JiebaTokenizer())
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
@@ -49,10 +54,9 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 def rouge_l(hypothesis: str, reference: str, unit: str = "char") -> float:
     """ROUGE-L F1 of one answer against its reference; ``unit``: char | word (jieba)."""
-    scorer = {"char": _CHAR, "word": _WORD}.get(unit)
-    if scorer is None:
+    if unit not in ("char", "word"):
         raise ValueError(f"unit must be char or word, got {unit!r}")
-    return float(scorer.score(reference, hypothesis)["rougeL"].fmeasure)
+    return float(_rouge_scorer(unit).score(reference, hypothesis)["rougeL"].fmeasure)
 
 
 def distinct_n(texts: Iterable[str], n: int) -> float:

@@ -43,27 +43,19 @@ from pathlib import Path
 import torch
 
 from medlab.cachekey import file_hashes, result_key
-from medlab.checkpoints import train_resumable
 from medlab.finetune import data as finetune_data
 from medlab.finetune.schedule import priority_order, share_along
-from medlab.finetune.sft import (
-    IGNORE,
-    load_model,
-    lora_model,
-    make_sft_trainer,
-    rope_scaled_config,
-    sft_collator,
-    sft_config,
-    token_stats,
-    tokenize,
-)
 from medlab.finetune.side_by_side import training_threads
-from medlab.monitor import ProgressCallback
-from medlab.packing import pack_rows
 from medlab.records import write_json
 from medlab.runtime import Runtime, drop_load_only_keys, resolve_base, save_tokenizer
 from medlab.runtime import fingerprint as model_fingerprint
 
+# The trainers (medlab.finetune.sft and .dpo, medlab.checkpoints, medlab.packing,
+# medlab.monitor's callback) are imported inside the functions that train: they import
+# transformers' Trainer, TRL and datasets (4-5 s a process on 2 cores), which the stage's
+# notebook -- it launches the seeds' training processes, then reuses and publishes what
+# they trained -- never needs. medlab.codegraph counts function-level imports, so CODE's
+# closure (the stage key) and the DVC deps still cover them.
 # The modules a fine-tuning stage is computed by: every stage key hashes their source and
 # all they import (masks, packing, the trainers, the runtime: medlab.cachekey.result_key),
 # so an edit to the label masking trains afresh instead of reusing an older stage.
@@ -119,6 +111,7 @@ def load_start(params, recipe: str, k: int, root: Path, training: str, seed: int
     """Model and tokenizer stage ``k`` starts from, and a name for it: the base model (with
     RoPE scaling if configured), the previous stage's weights, or -- adapters only -- the
     base with every earlier stage's adapter merged in, in order."""
+    from medlab.finetune.sft import load_model, rope_scaled_config
     from medlab.runtime import load_causal_lm, load_tokenizer
 
     runtime = Runtime.of(params)
@@ -148,6 +141,9 @@ def load_start(params, recipe: str, k: int, root: Path, training: str, seed: int
 
 def sft_dataset(params, stage, tokenizer, root: Path, seed: int):
     """Tokenised, packed (or not) training rows for an SFT stage, and what went into them."""
+    from medlab.finetune.sft import token_stats, tokenize
+    from medlab.packing import pack_rows
+
     ft = params.finetune
     sources = {name: finetune_data.load_samples(ft.datasets[name], root, name) for name in stage.data}
     info: dict = {"samples": {n: len(v) for n, v in sources.items()}}
@@ -178,6 +174,10 @@ def run_stage(params, recipe: str, k: int, root: Path, log=print, seed: int | No
     if is_done(directory):
         log(f"[{label}:{stage.name}] reusing {directory.relative_to(root)} (same inputs, already trained)")
         return json.loads((directory / "history.json").read_text())
+    from medlab.checkpoints import train_resumable
+    from medlab.finetune.sft import lora_model, make_sft_trainer, sft_collator, sft_config
+    from medlab.progress import ProgressCallback
+
     torch.manual_seed(seed)
     runtime = Runtime.of(params)
     model, tokenizer, start = load_start(params, recipe, k, root, training=ft.method, seed=seed)
@@ -307,5 +307,5 @@ def load_finetuned(path: Path | str, runtime=None):
     return load_published(path, runtime)
 
 
-__all__ = ["IGNORE", "is_done", "load_finetuned", "publish", "recipe_seeds", "run_stage", "seed_dir", "stage_dir",
+__all__ = ["is_done", "load_finetuned", "publish", "recipe_seeds", "run_stage", "seed_dir", "stage_dir",
            "stage_key"]

@@ -13,9 +13,8 @@ the threshold are scored exactly.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-
-from rouge_score import rouge_scorer
 
 
 class CharTokenizer:
@@ -25,12 +24,18 @@ class CharTokenizer:
         return [ch for ch in text if not ch.isspace()]
 
 
-_SCORER = rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer())
+@functools.cache
+def _scorer():
+    """Made on first use: rouge_score imports nltk -> scikit-learn (0.8 s), which a process
+    that only needs CharTokenizer (the evaluate and probe stages) never pays."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer())
 
 
 def rouge_l(a: str, b: str) -> float:
     """Character-level ROUGE-L F1 of two strings."""
-    return _SCORER.score(a, b)["rougeL"].fmeasure
+    return _scorer().score(a, b)["rougeL"].fmeasure
 
 
 class NoveltyFilter:
