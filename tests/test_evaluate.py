@@ -224,6 +224,20 @@ def test_paired_statistics_on_known_cases():
     assert permutation_paired([1.0, -1.0, 1.0, -1.0]) == 1.0
 
 
+def test_vectorised_bootstrap_draws_what_one_draw_per_resample_draws():
+    """bootstrap_ci(np.mean) and paired_bootstrap take their resamples as blocks of rows:
+    the same draws and the same interval as a Python loop of one resample at a time."""
+    from medlab.stats import bootstrap_ci
+
+    x = np.random.default_rng(3).integers(0, 2, 301).astype(float)
+    rng = np.random.default_rng(9)
+    looped = np.array([x[rng.integers(0, len(x), len(x))].mean() for _ in range(700)])
+    want = (float(np.quantile(looped, 0.025)), float(np.quantile(looped, 0.975)))
+    assert bootstrap_ci(np.mean, x, n_boot=700, seed=9) == want
+    assert bootstrap_ci(lambda v: v.mean(), x, n_boot=700, seed=9) == want  # the general path agrees
+    assert paired_bootstrap(x, np.zeros_like(x), n_boot=700, seed=9)["ci"] == list(want)
+
+
 def test_text_metrics_tokenise_chinese():
     from medlab.evaluate.text_metrics import bleu, distinct_n, grounded_correct, rouge_l
 

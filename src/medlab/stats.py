@@ -21,6 +21,20 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 
+def _resampled_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``n_boot`` resamples of ``values`` with replacement: the very draws (and
+    means) of one ``rng.integers(0, n, n)`` per resample, taken as (rows, n) blocks of at
+    most ~4M indices (a Python loop of 1,000 small means is ~10 ms per CI, and a model's
+    evaluation computes over a hundred)."""
+    n = len(values)
+    out = np.empty(n_boot)
+    block = max(1, 4_000_000 // max(n, 1))
+    for start in range(0, n_boot, block):
+        rows = min(block, n_boot - start)
+        out[start:start + rows] = values[rng.integers(0, n, (rows, n))].mean(axis=1)
+    return out
+
+
 def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
                  ) -> tuple[float, float] | None:
     """Percentile bootstrap interval of ``statistic(*arrays)`` (resampling rows together);
@@ -30,6 +44,9 @@ def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, alpha: f
     if n == 0 or n_boot == 0:
         return None
     rng = np.random.default_rng(seed)
+    if statistic is np.mean and len(arrays) == 1:  # the common case, without a Python loop
+        values = _resampled_means(arrays[0], n_boot, rng)
+        return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
     values = []
     for _ in range(n_boot):
         index = rng.integers(0, n, n)
@@ -59,7 +76,7 @@ def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0) -> dict:
     if n_boot == 0:
         return {"diff": float(diff.mean()), "ci": None, "p": None, "n": int(len(diff))}
     rng = np.random.default_rng(seed)
-    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n_boot)])
+    means = _resampled_means(diff, n_boot, rng)
     observed = float(diff.mean())
     # share of resamples on the other side of 0 (doubled): small when the sign is stable
     p = min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean()))
@@ -74,9 +91,7 @@ def mcnemar(a, b) -> dict:
         raise ValueError(f"paired outcomes must have the same length, got {a.shape} and {b.shape}")
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     n = only_a + only_b
-    from scipy.stats import (
-        binomtest,  # here: scipy.stats takes 0.75 s to import, most stages never test
-    )
+    from scipy.stats import binomtest  # imported here: 0.75 s, and most stages never test
 
     p = 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
     return {"only_a": only_a, "only_b": only_b, "p": p}
