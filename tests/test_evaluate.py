@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from medlab.evaluate.loglik import PairScores, continuation_logprobs, split_tokens
+from medlab.evaluate.loglik import continuation_logprobs, split_tokens
 from medlab.evaluate.mcq import (
+    PairScores,
     extract_answer,
     loglik_requests,
     render,

@@ -11,7 +11,7 @@ calls ``loglikelihood`` requests. Three things make it fast without changing a n
   letters "A".."D") are answered from *one* forward pass of the context: the next-token
   distribution at its last position holds every letter's log-probability; when the same
   context also has longer continuations (letter and option-text scoring of one prompt,
-  asked together through ``PairScores``), the letters are read from that context's
+  asked together through ``mcq.PairScores``), the letters are read from that context's
   shared row below and the context is run once, not twice;
 * longer continuations of a shared context (option texts in cloze scoring) share the
   context in one row: ``context | option 1 | option 2 | ...`` with a 4-D attention mask
@@ -380,31 +380,6 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
         if progress:
             progress(done, len(pairs))
     return results  # type: ignore[return-value]
-
-
-class PairScores:
-    """``continuation_logprobs`` of one local model, remembered by (context, continuation).
-
-    ``prefetch(pairs)`` scores many pairs in one call, so pairs that different scorings ask
-    of the same context share its forward pass (the letter and option-text scorings of an
-    MCQ show the same prompt: asked apart, each runs it; 7 s of the 23 s a model's nine MCQ
-    columns took on 2 cores). Calling it with pairs answers from what is known and scores
-    the rest; it is the ``scorer`` that ``mcq.score_loglik`` takes."""
-
-    def __init__(self, model, tokenizer, batch_size: int = 16):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.known: dict[tuple[str, str], Scored] = {}
-
-    def prefetch(self, pairs: Sequence[tuple[str, str]], progress=None) -> None:
-        new = list(dict.fromkeys(p for p in pairs if p not in self.known))
-        if new:
-            scored = continuation_logprobs(self.model, self.tokenizer, new, batch_size=self.batch_size,
-                                           progress=progress)
-            self.known.update(zip(new, scored, strict=True))
-
-    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[Scored]:
-        self.prefetch(pairs)
-        return [self.known[p] for p in pairs]
 
 
 def _clip(row: list[int], limit: int | None, keep_tail: int = 1, bos: int | None = None) -> list[int]:

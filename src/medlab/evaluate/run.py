@@ -253,7 +253,7 @@ def mcq_task(subject: Subject, items: Sequence[McqItem], shots: Sequence[McqItem
     """One set under one log-likelihood scoring: summary (acc and acc_norm families),
     per-category accuracy and per-item outcomes (for paired comparisons). A served subject
     (``logprobs: true``) is scored from its endpoint's log-probabilities, each call through
-    ``calls``; a local one by ``scorer`` when given (a ``loglik.PairScores`` shared by the
+    ``calls``; a local one by ``scorer`` when given (a ``mcq.PairScores`` shared by the
     set's scorings), else by its own forward passes."""
     if subject.layout == "chat":
         subject.tokenizer.padding_side = "right"  # the generation backend may have set left

@@ -18,7 +18,6 @@ from functools import partial
 from pathlib import Path
 
 from medlab.evaluate import compare, mcq, run, seeds
-from medlab.evaluate.loglik import PairScores
 from medlab.evaluate.tasks import resolve
 from medlab.llm.cache import CallCache, CallStats
 from medlab.paths import cache_dir, data_dir, reports_dir
@@ -94,7 +93,7 @@ class Evaluation:
             run.mcq_task, subject, test, shots, domain, scoring, cfg.batch_size, cfg.n_boot, self.seed,
             calls=self.calls, stats=self.usage, scorer=scorer), log=self.log)
 
-    def mcq_scorer(self, subject, name: str, scorings) -> PairScores | None:
+    def mcq_scorer(self, subject, name: str, scorings) -> mcq.PairScores | None:
         """For a local model: the requests of ``scorings`` on set ``name`` that are not cached
         yet, scored in one call, so the letter and option-text scorings (the same prompts) run
         each prompt once. None for an endpoint (each call is cached on its own)."""
@@ -103,7 +102,7 @@ class Evaluation:
         test, dev, domain = self.sets[name]
         pending = [sc for sc in scorings
                    if self.store.load(f"mcq_{name}_{sc}", self._mcq_key(subject, name, sc)) is None]
-        scorer = PairScores(subject.model, subject.tokenizer, self.cfg.batch_size)
+        scorer = mcq.PairScores(subject.model, subject.tokenizer, self.cfg.batch_size)
         if len(pending) > 1:
             if subject.layout == "chat":
                 subject.tokenizer.padding_side = "right"
